@@ -1,0 +1,49 @@
+"""Shared fixtures: tiny models and data built once per session, and a recipe writer."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests import fixtures
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+
+@pytest.fixture(scope="session")
+def assets(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("assets")
+
+
+@pytest.fixture(scope="session")
+def data(assets) -> dict[str, Path]:
+    return fixtures.make_data(assets / "data")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert(assets) -> Path:
+    return fixtures.make_bert(assets / "tiny-bert")
+
+
+@pytest.fixture(scope="session")
+def tiny_bert_cls(assets) -> Path:
+    return fixtures.make_bert(assets / "tiny-bert-cls", classifier=True)
+
+
+@pytest.fixture(scope="session")
+def tiny_gpt2(assets) -> Path:
+    return fixtures.make_gpt2(assets / "tiny-gpt2")
+
+
+@pytest.fixture
+def write_recipe(tmp_path):
+    def write(recipe: dict, name: str = "recipe.yaml") -> Path:
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(recipe), encoding="utf-8")
+        return path
+
+    return write

@@ -1,0 +1,262 @@
+"""The recipe: data, validated by pydantic models with extra="forbid".
+
+Stage configs are discriminated on `kind` (and, for prune, on `method`), so a typo names its field.
+Behaviour is registered against these config classes in `stages/` (the pattern of torchao's handlers).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+
+from .errors import RecipeError
+
+TaskName = Literal["feature-extraction", "sequence-classification", "causal-lm"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# ---- model references -------------------------------------------------------------------------
+
+
+class LocalRef(Strict):
+    source: Literal["local"]
+    path: str = Field(examples=["/models/minilm"])
+
+
+class HubRef(Strict):
+    source: Literal["hf"]
+    id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", examples=["sentence-transformers/all-MiniLM-L6-v2"])
+    # A pinned commit, so that a run is reproducible and a moved branch cannot change the teacher.
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="a full 40-character commit sha")
+
+
+class ArchiveRef(Strict):
+    source: Literal["archive"]
+    path: str = Field(description="a .tar, .tar.gz, .tgz or .zip holding a Hugging Face model directory")
+
+
+class BundledRef(Strict):
+    source: Literal["bundled"]
+    name: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+
+
+ModelRef = Annotated[LocalRef | HubRef | ArchiveRef | BundledRef, Field(discriminator="source")]
+
+
+# ---- data and gates ---------------------------------------------------------------------------
+
+
+class DataSpec(Strict):
+    train: str | None = Field(None, description="transfer/calibration data: a JSONL or CSV file")
+    eval: dict[str, str] = Field(default_factory=dict, description="eval task name -> JSONL or CSV file")
+
+
+class Gates(Strict):
+    min_retention: float | None = Field(None, gt=0, le=2)
+    per_task: dict[str, Annotated[float, Field(gt=0, le=2)]] = Field(default_factory=dict)
+
+    def required(self, task: str) -> float | None:
+        return self.per_task.get(task, self.min_retention)
+
+
+class EvaluateConfig(Strict):
+    """How candidates are measured. As a stage, it re-measures the current candidate with these settings."""
+
+    kind: Literal["evaluate"] = "evaluate"
+    latency_runs: int = Field(20, ge=1, le=10_000)
+    warmup_runs: int = Field(3, ge=0, le=1000)
+    throughput_batch: int = Field(32, ge=1, le=4096)
+    batch_size: int = Field(32, ge=1, le=4096, description="batch size for quality metrics")
+    max_examples: int | None = Field(None, ge=1, description="cap on examples per eval task")
+
+
+# ---- stages -----------------------------------------------------------------------------------
+
+
+class StudentSpec(Strict):
+    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    num_layers: int | None = Field(None, ge=1)
+    model: ModelRef | None = None
+
+    @model_validator(mode="after")
+    def _one_way(self) -> StudentSpec:
+        given = [k for k in ("layers", "num_layers", "model") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give one of layers, num_layers or model, not {' and '.join(given)}")
+        if self.layers is not None and len(set(self.layers)) != len(self.layers):
+            raise ValueError("layers must not repeat")
+        return self
+
+
+class HiddenStates(Strict):
+    # student layer -> teacher layer (1-based hidden-state indices; 0 is the embeddings output)
+    layer_map: dict[int, int] | None = None
+    weight: float = Field(1.0, ge=0)
+
+
+class DistillConfig(Strict):
+    kind: Literal["distill"]
+    student: StudentSpec = Field(default_factory=StudentSpec)
+    epochs: int = Field(3, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1)
+    time_budget_s: float | None = Field(None, gt=0, description="stop training after this many seconds")
+    lr: float = Field(1e-4, gt=0, le=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    temperature: float = Field(2.0, gt=0)
+    logit_top_k: int = Field(64, ge=1, description="causal-lm: teacher logits kept per token")
+    embedding_loss: Literal["mse", "cosine"] = "cosine"
+    embedding_weight: float = Field(1.0, ge=0)
+    logit_weight: float = Field(1.0, ge=0)
+    hidden_states: HiddenStates | None = None
+    hard_label_weight: float = Field(0.0, ge=0)
+
+
+class PruneMagnitudeConfig(Strict):
+    kind: Literal["prune"]
+    method: Literal["magnitude"]
+    sparsity: float = Field(gt=0, lt=1)
+    scope: Literal["global", "layer"] = "global"
+
+
+class PruneNMConfig(Strict):
+    kind: Literal["prune"]
+    method: Literal["n:m"]
+    n: int = Field(2, ge=1)
+    m: int = Field(4, ge=2)
+
+    @model_validator(mode="after")
+    def _n_below_m(self) -> PruneNMConfig:
+        if self.n >= self.m:
+            raise ValueError(f"n ({self.n}) must be smaller than m ({self.m})")
+        return self
+
+
+class PruneStructuredConfig(Strict):
+    kind: Literal["prune"]
+    method: Literal["structured"]
+    heads: float = Field(0.0, ge=0, lt=1, description="fraction of attention heads to remove in each layer")
+    neurons: float = Field(0.0, ge=0, lt=1, description="fraction of feed-forward neurons to remove")
+
+    @model_validator(mode="after")
+    def _something(self) -> PruneStructuredConfig:
+        if self.heads == 0 and self.neurons == 0:
+            raise ValueError("set heads or neurons (fractions to remove) above 0")
+        return self
+
+
+QuantMethod = Literal["int8-dynamic", "int8-weight-only", "int4-weight-only", "fp16", "bf16"]
+
+
+class QuantizeConfig(Strict):
+    kind: Literal["quantize"]
+    method: QuantMethod
+    embeddings: Literal["keep", "int8"] = "keep"
+    group_size: int = Field(32, description="int4 group size", ge=16, le=256)
+
+    @model_validator(mode="after")
+    def _embeddings(self) -> QuantizeConfig:
+        if self.embeddings == "int8" and self.method != "int8-dynamic":
+            raise ValueError("embeddings: int8 goes with method int8-dynamic (both are CPU serving formats)")
+        return self
+
+
+def _stage_tag(value: Any) -> str | None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump()
+    if not isinstance(value, dict):
+        return None
+    kind = value.get("kind")
+    if kind == "prune":
+        return f"prune:{value.get('method')}"
+    return kind if isinstance(kind, str) else None
+
+
+StageConfig = Annotated[
+    Annotated[DistillConfig, Tag("distill")]
+    | Annotated[PruneMagnitudeConfig, Tag("prune:magnitude")]
+    | Annotated[PruneNMConfig, Tag("prune:n:m")]
+    | Annotated[PruneStructuredConfig, Tag("prune:structured")]
+    | Annotated[QuantizeConfig, Tag("quantize")]
+    | Annotated[EvaluateConfig, Tag("evaluate")],
+    Discriminator(
+        _stage_tag,
+        custom_error_type="unknown_stage",
+        custom_error_message="unknown stage: kind must be distill, prune (method magnitude, n:m or "
+        "structured), quantize or evaluate",
+    ),
+]
+
+
+# ---- the recipe -------------------------------------------------------------------------------
+
+
+class Recipe(Strict):
+    teacher: ModelRef
+    task: TaskName
+    data: DataSpec = Field(default_factory=DataSpec)
+    stages: list[StageConfig] = Field(default_factory=list)
+    gates: Gates = Field(default_factory=Gates)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    seed: int = 0
+    max_length: int = Field(128, ge=8, le=8192, description="tokens per example")
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    @model_validator(mode="after")
+    def _gates_name_eval_tasks(self) -> Recipe:
+        unknown = sorted(set(self.gates.per_task) - set(self.data.eval))
+        if unknown:
+            raise ValueError(f"gates.per_task names {unknown}, which are not eval tasks in data.eval")
+        return self
+
+    def needs_gpu(self) -> bool:
+        """A recipe needs a GPU when it asks for CUDA or for a GPU-only serving format."""
+        return self.device == "cuda"
+
+
+_UNION_TAGS = {"distill", "prune:magnitude", "prune:n:m", "prune:structured", "quantize", "evaluate",
+               "local", "hf", "archive", "bundled"}
+
+
+def _clean_loc(loc: tuple) -> str:
+    """Drop the union tags pydantic puts in error locations, so `stages.0.sparsity` reads as the user wrote it."""
+    parts: list[str] = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        if part in _UNION_TAGS and (isinstance(prev, int) or prev in ("teacher", "model")):
+            continue
+        parts.append(str(part))
+    return ".".join(parts)
+
+
+def parse_recipe(data: Any) -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        message = "; ".join(f"{_clean_loc(e['loc']) or 'recipe'}: {e['msg']}" for e in errors)
+        raise RecipeError(message, field=_clean_loc(errors[0]["loc"]) or None) from None
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise RecipeError(f"cannot read recipe {path}: {exc.strerror}") from None
+    try:
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise RecipeError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
+    if not isinstance(data, dict):
+        raise RecipeError(f"{path}: a recipe is a mapping with teacher, task, data and stages")
+    return parse_recipe(data)

