@@ -78,12 +78,35 @@ def make_bert(path: Path, *, classifier: bool = False, layers: int = 4, seed: in
     cfg = BertConfig(
         vocab_size=len(vocabulary()), hidden_size=32, num_hidden_layers=layers, num_attention_heads=4,
         intermediate_size=64, max_position_embeddings=64,
+        # A wide init makes layers differ, so that dropping one changes outputs measurably.
+        initializer_range=0.1 if classifier else 0.2,
         num_labels=len(labels), id2label=dict(enumerate(labels)), label2id={n: i for i, n in enumerate(labels)},
     )
     model = BertForSequenceClassification(cfg) if classifier else BertModel(cfg)
+    if classifier:
+        _fit_topics(model, tok, seed)
     model.save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def _fit_topics(model, tok, seed: int) -> None:
+    """A few seconds of training so the classifier teacher is accurate and its gates mean something."""
+    rng = random.Random(seed + 1)
+    labels = sorted(TOPICS)
+    rows = [(sentence(rng, t), i) for _ in range(40) for i, t in enumerate(labels)]
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    model.train()
+    for _ in range(6):
+        rng.shuffle(rows)
+        for start in range(0, len(rows), 24):
+            chunk = rows[start : start + 24]
+            enc = tok([t for t, _ in chunk], padding=True, return_tensors="pt")
+            loss = model(**enc, labels=torch.tensor([y for _, y in chunk])).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+    model.eval()
 
 
 def make_gpt2(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
@@ -99,7 +122,7 @@ def make_gpt2(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
     raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    cfg = GPT2Config(vocab_size=raw.get_vocab_size(), n_positions=64, n_embd=32, n_layer=layers, n_head=4,
+    cfg = GPT2Config(vocab_size=raw.get_vocab_size(), n_positions=64, n_embd=32, n_layer=layers, n_head=4, initializer_range=0.2,
                      bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)

@@ -35,7 +35,7 @@ def _weights(model: nn.Module):
     seen: set[int] = set()
     for module in model.modules():
         for name, value in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
-            if id(value) in seen or not value.is_floating_point() and "weight" not in name:
+            if id(value) in seen or (not value.is_floating_point() and "weight" not in name):
                 continue
             seen.add(id(value))
             yield _dense(value)

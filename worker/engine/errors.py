@@ -55,5 +55,5 @@ class ArtifactError(EngineError):
     code = "artifact_failed"
 
 
-class Cancelled(EngineError):  # noqa: N818 - a control-flow signal, not a failure
+class Cancelled(EngineError):
     code = "cancelled"

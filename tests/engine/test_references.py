@@ -1,0 +1,177 @@
+"""Teacher references: roots, links, archives, pickles and custom code are checked before loading."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import shutil
+import tarfile
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+
+from worker.engine.archive import ArchiveLimits, unpack_archive
+from worker.engine.errors import ModelReferenceError, UnsafeInputError
+from worker.engine.recipe import ArchiveRef, BundledRef, HubRef, LocalRef
+from worker.engine.references import check_model_dir, resolve
+from worker.engine.tasks import get_task
+
+
+def _resolve(ref, roots, tmp_path, **kw):
+    return resolve(ref, roots=roots, base_dir=tmp_path, work_dir=tmp_path / "work", **kw)
+
+
+def test_local_dir_under_root_loads(tiny_bert, tmp_path):
+    resolved = _resolve(LocalRef(source="local", path=str(tiny_bert)), [tiny_bert.parent], tmp_path)
+    model, _ = get_task("feature-extraction").load(resolved)
+    assert model.config.num_hidden_layers == 4
+
+
+def test_paths_outside_roots_are_refused(tiny_bert, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(UnsafeInputError, match="outside the allowed roots"):
+        _resolve(LocalRef(source="local", path=str(tiny_bert)), [root], tmp_path)
+    with pytest.raises(UnsafeInputError, match="outside the allowed roots"):
+        _resolve(LocalRef(source="local", path=str(root / ".." / "..")), [root], tmp_path)
+    (root / "link").symlink_to(tiny_bert)  # a link inside the root pointing out of it
+    with pytest.raises(UnsafeInputError, match="outside the allowed roots"):
+        _resolve(LocalRef(source="local", path=str(root / "link")), [root], tmp_path)
+    with pytest.raises(UnsafeInputError, match=r"\(none configured\)"):
+        _resolve(LocalRef(source="local", path=str(tiny_bert)), [], tmp_path)
+
+
+def test_bundled_minilm_resolves(tmp_path):
+    resolved = _resolve(BundledRef(source="bundled"), [], tmp_path)
+    assert (Path(resolved.name_or_path) / "model.safetensors").is_file()
+
+
+def test_hub_model_not_cached_offline_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    resolved = _resolve(HubRef(source="hf", id="nobody/nothing", revision="a" * 40), [], tmp_path)
+    with pytest.raises(ModelReferenceError, match="not in the local Hugging Face cache"):
+        get_task("feature-extraction").load(resolved)
+
+
+class _Payload:
+    """Unpickling this calls os.system: the classic code-running checkpoint."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_pickle_that_runs_code_is_refused_and_never_runs(tiny_bert, tmp_path):
+    model_dir = tmp_path / "evil"
+    shutil.copytree(tiny_bert, model_dir)
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"weight": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    with pytest.raises(UnsafeInputError, match="pickle that would run code"):
+        _resolve(LocalRef(source="local", path=str(model_dir)), [tmp_path], tmp_path)
+    assert not marker.exists()
+
+
+def test_plain_pickle_checkpoint_is_accepted(tiny_bert, tmp_path):
+    from safetensors.torch import load_file
+
+    model_dir = tmp_path / "bin"
+    shutil.copytree(tiny_bert, model_dir)
+    torch.save(load_file(model_dir / "model.safetensors"), model_dir / "pytorch_model.bin")
+    (model_dir / "model.safetensors").unlink()
+    resolved = _resolve(LocalRef(source="local", path=str(model_dir)), [tmp_path], tmp_path)
+    assert resolved.local_dir == model_dir.resolve()
+
+
+def test_custom_code_is_refused(tiny_bert, tmp_path):
+    model_dir = tmp_path / "custom"
+    shutil.copytree(tiny_bert, model_dir)
+    cfg = json.loads((model_dir / "config.json").read_text())
+    cfg["auto_map"] = {"AutoModel": "modeling_evil.EvilModel"}
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(UnsafeInputError, match="custom code"):
+        check_model_dir(model_dir)
+    cfg.pop("auto_map")
+    (model_dir / "config.json").write_text(json.dumps(cfg))
+    (model_dir / "modeling_evil.py").write_text("import os\n")
+    with pytest.raises(UnsafeInputError, match="Python files"):
+        check_model_dir(model_dir)
+
+
+def _tar(path: Path, members: list[tuple[tarfile.TarInfo, bytes | None]]) -> Path:
+    with tarfile.open(path, "w:gz") as tf:
+        for info, data in members:
+            tf.addfile(info, io.BytesIO(data) if data is not None else None)
+    return path
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    info = tarfile.TarInfo(name)
+    info.size = len(data)
+    return info, data
+
+
+def test_model_archive_round_trip(tiny_bert, tmp_path):
+    archive = tmp_path / "model.tar.gz"
+    with tarfile.open(archive, "w:gz") as tf:
+        tf.add(tiny_bert, arcname="tiny-bert")
+    resolved = _resolve(ArchiveRef(source="archive", path=str(archive)), [tmp_path], tmp_path)
+    assert (Path(resolved.name_or_path) / "config.json").is_file()
+    assert resolved.provenance["sha256"]
+    zipped = tmp_path / "model.zip"
+    with zipfile.ZipFile(zipped, "w") as zf:
+        for f in tiny_bert.iterdir():
+            zf.write(f, arcname=f.name)
+    assert (unpack_archive(zipped, tmp_path / "z") / "model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("kind", ["symlink", "hardlink", "dotdot", "absolute"])
+def test_unsafe_tar_entries_are_refused_before_writing_outside(tmp_path, kind):
+    target = tmp_path / "target"
+    if kind in ("symlink", "hardlink"):
+        info = tarfile.TarInfo("config.json")
+        info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+        info.linkname = "/etc/passwd"
+        members = [(info, None)]
+    else:
+        name = "../escaped.txt" if kind == "dotdot" else str(tmp_path / "abs.txt")
+        members = [_file(name)]
+    archive = _tar(tmp_path / "bad.tar.gz", members)
+    with pytest.raises(UnsafeInputError):
+        unpack_archive(archive, target)
+    assert not (tmp_path / "escaped.txt").exists() and not (tmp_path / "abs.txt").exists()
+    assert not target.exists()  # nothing half-unpacked is left
+
+
+def test_zip_slip_and_zip_symlink_refused(tmp_path):
+    slip = tmp_path / "slip.zip"
+    with zipfile.ZipFile(slip, "w") as zf:
+        zf.writestr("../../evil.txt", "x")
+    with pytest.raises(UnsafeInputError, match=r"\.\."):
+        unpack_archive(slip, tmp_path / "t1")
+    link = tmp_path / "link.zip"
+    with zipfile.ZipFile(link, "w") as zf:
+        info = zipfile.ZipInfo("config.json")
+        info.external_attr = (0o120777 << 16)
+        zf.writestr(info, "/etc/passwd")
+    with pytest.raises(UnsafeInputError, match="link"):
+        unpack_archive(link, tmp_path / "t2")
+
+
+def test_entry_count_and_decompression_bomb_caps(tmp_path):
+    many = _tar(tmp_path / "many.tar.gz", [_file(f"f{i}") for i in range(20)])
+    with pytest.raises(UnsafeInputError, match="more than 10 entries"):
+        unpack_archive(many, tmp_path / "t1", ArchiveLimits(max_entries=10))
+    bomb = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(bomb, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.writestr("config.json", b"\0" * (8 * 1024 * 1024))  # 8 MB of zeros packs to ~8 KB
+    assert bomb.stat().st_size < 100_000
+    with pytest.raises(UnsafeInputError, match="decompression bomb"):
+        unpack_archive(bomb, tmp_path / "t2", ArchiveLimits(max_total_bytes=1024 * 1024))
+    assert not (tmp_path / "t2").exists()
