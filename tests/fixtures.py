@@ -122,8 +122,8 @@ def make_gpt2(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
     raw.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=["<|endoftext|>"],
                                                         initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
     tok = PreTrainedTokenizerFast(tokenizer_object=raw, eos_token="<|endoftext|>", bos_token="<|endoftext|>")
-    cfg = GPT2Config(vocab_size=raw.get_vocab_size(), n_positions=64, n_embd=32, n_layer=layers, n_head=4, initializer_range=0.2,
-                     bos_token_id=0, eos_token_id=0)
+    cfg = GPT2Config(vocab_size=raw.get_vocab_size(), n_positions=64, n_embd=32, n_layer=layers, n_head=4,
+                     initializer_range=0.2, bos_token_id=0, eos_token_id=0)
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path

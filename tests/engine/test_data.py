@@ -52,7 +52,7 @@ def test_not_utf8_and_wrong_suffix(tmp_path):
     p.write_bytes(b'{"text": "caf\xe9"}\n')
     with pytest.raises(DataError, match="not UTF-8"):
         load_dataset(p)
-    with pytest.raises(DataError, match="expected a .jsonl or .csv"):
+    with pytest.raises(DataError, match=r"expected a \.jsonl or \.csv"):
         load_dataset(write(tmp_path, "x.txt", "hello"))
 
 

@@ -62,7 +62,7 @@ class _Budget:
 
 def _unpack_tar(archive: Path, target: Path, budget: _Budget) -> None:
     try:
-        tf = tarfile.open(archive, mode="r:*")
+        tf = tarfile.open(archive, mode="r:*")  # noqa: SIM115 - closed by the `with` below
     except (tarfile.TarError, OSError) as exc:
         raise UnsafeInputError(f"{archive.name}: not a readable tar archive ({exc})") from None
     with tf:

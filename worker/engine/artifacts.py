@@ -126,7 +126,7 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu"):
 def verify_reload(candidate: Candidate, path: Path, texts: list[str], max_length: int) -> float:
     """Reload the saved artifact and compare its outputs with the in-memory model; return the max
     absolute difference, raising if they disagree (a broken artifact must never be reported as done)."""
-    model, tokenizer = load_artifact(path, device=candidate.device)
+    model, _ = load_artifact(path, device=candidate.device)
     task = candidate.task
     enc = encode(candidate.tokenizer, texts[:8] or ["hello world"], max_length)
     batch = enc.batch(list(range(len(enc)))).to(candidate.device)

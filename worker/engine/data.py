@@ -126,12 +126,10 @@ def load_dataset(path: str | Path) -> Dataset:
         source = _csv_rows(path) if suffix == ".csv" else _jsonl_rows(path)
         for lineno, raw in source:
             where = f"{path.name}:{lineno}"
-            if kind is None:
-                if not isinstance(raw, dict) or (kind := _kind_of(set(raw))) is None:
-                    raise DataError(
-                        f"{where}: cannot tell the kind of set; rows need text, text+label, "
-                        "or text_a+text_b+score"
-                    )
+            if kind is None and (not isinstance(raw, dict) or (kind := _kind_of(set(raw))) is None):
+                raise DataError(
+                    f"{where}: cannot tell the kind of set; rows need text, text+label, or text_a+text_b+score"
+                )
             rows.append(_check_row(raw, kind, where))
             if len(rows) > MAX_ROWS:
                 raise DataError(f"{path.name}: more than {MAX_ROWS} rows")

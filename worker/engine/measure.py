@@ -42,7 +42,7 @@ def latency(candidate: Candidate, inputs: list[dict[str, torch.Tensor]], batch: 
             runs: int, warmup: int) -> dict:
     """p50/p95 at batch 1 over `runs` requests (cycling through real eval texts), throughput at a larger
     batch, and the peak memory of the larger batch (CUDA allocator peak, or RSS growth on CPU)."""
-    model, task, device = candidate.model, candidate.task, candidate.device
+    model, device = candidate.model, candidate.device
     model.eval()
 
     def call(x: dict[str, torch.Tensor]) -> None:
