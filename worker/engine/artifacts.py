@@ -43,8 +43,9 @@ def save_candidate(candidate: Candidate, out: Path) -> Path:
     model = candidate.model
     if q is not None and q.get("format") == "torch-state-dict":
         model.config.save_pretrained(tmp)
-        torch.save({k: v.cpu() if hasattr(v, "cpu") else v for k, v in model.state_dict().items()},
-                   tmp / STATE_DICT)
+        from .stages.quantize import cpu_state_dict
+
+        torch.save(cpu_state_dict(model), tmp / STATE_DICT)
     else:
         model.save_pretrained(tmp, safe_serialization=True)
     candidate.tokenizer.save_pretrained(tmp)

@@ -25,25 +25,33 @@ class Candidate:
     def parameter_counts(self) -> tuple[int, int]:
         """(parameters, non-zero parameters), counting quantized weights by their logical size."""
         total = nonzero = 0
-        for tensor in _weights(self.model):
+        # A tied output head shares the input embedding; quantizing unties it into a copy of the same
+        # weights, which must not be counted twice.
+        config = getattr(self.model, "config", None)
+        tied = getattr(config, "tie_word_embeddings", False) and hasattr(self.model, "get_output_embeddings")
+        skip = self.model.get_output_embeddings() if tied else None
+        for tensor in _weights(self.model, skip):
             total += tensor.numel()
             nonzero += int(torch.count_nonzero(tensor))
         return total, nonzero
 
 
-def _weights(model: nn.Module):
+def _weights(model: nn.Module, skip: nn.Module | None = None):
     seen: set[int] = set()
     for module in model.modules():
         for name, value in list(module.named_parameters(recurse=False)) + list(module.named_buffers(recurse=False)):
             if id(value) in seen or (not value.is_floating_point() and "weight" not in name):
+                continue
+            if module is skip and name == "weight":
                 continue
             seen.add(id(value))
             yield _dense(value)
         # torch.ao dynamic quantized modules keep weights in packed params, not parameters
         packed = getattr(module, "_packed_params", None)
         if packed is not None and hasattr(module, "weight") and callable(module.weight):
-            w = module.weight()
-            yield w.dequantize() if w.is_quantized else w
+            if module is not skip:
+                w = module.weight()
+                yield w.dequantize() if w.is_quantized else w
             bias = module.bias() if callable(getattr(module, "bias", None)) else None
             if bias is not None:
                 yield bias

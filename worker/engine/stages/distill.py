@@ -40,14 +40,18 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def _schedule(warmup: int, total: int):
-    def factor(step: int) -> float:
-        if step < warmup:
-            return (step + 1) / warmup
-        progress = (step - warmup) / max(1, total - warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+class _Schedule:
+    """Linear warm-up then cosine decay to zero at `horizon` steps. With a time budget the horizon is
+    re-estimated from the measured step time, so the learning rate has decayed when the time runs out."""
 
-    return factor
+    def __init__(self, warmup: int, horizon: int) -> None:
+        self.warmup, self.horizon = warmup, horizon
+
+    def __call__(self, step: int) -> float:
+        if step < self.warmup:
+            return (step + 1) / self.warmup
+        progress = (step - self.warmup) / max(1, self.horizon - self.warmup)
+        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
 
 
 @register(DistillConfig)
@@ -133,8 +137,8 @@ class Distill(Stage):
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, _schedule(max(1, int(cfg.warmup_ratio * total)), total))
+        schedule = _Schedule(max(1, int(cfg.warmup_ratio * total)), total)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         primary_weight = cfg.embedding_weight if task.name == "feature-extraction" else cfg.logit_weight
 
         # Dropout off: with a few thousand examples, matching the teacher exactly converges faster.
@@ -169,7 +173,12 @@ class Distill(Stage):
                 losses.append(loss.item())
                 if step % 10 == 0 or step == total:
                     ctx.progress(self.label, "training", step=step, total=total, loss=losses[-1])
-                if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
+                elapsed = time.perf_counter() - start
+                if cfg.time_budget_s is not None and step in (10, 50, 200):
+                    fits = int(step * cfg.time_budget_s / elapsed)
+                    schedule.horizon = min(total, fits)
+                    schedule.warmup = min(schedule.warmup, max(1, int(cfg.warmup_ratio * schedule.horizon)))
+                if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
                     stopped_by = "time_budget"
                     break
                 if step >= total:

@@ -1,0 +1,88 @@
+"""The engine as a library: progress and cancel hooks, resume from checkpoints, device and report shape."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from worker.engine import RunContext, parse_recipe, run
+from worker.engine.errors import StageError
+
+
+def _recipe(tiny_bert, data, stages, **extra):
+    return parse_recipe({
+        "teacher": {"source": "local", "path": str(tiny_bert)},
+        "task": "feature-extraction",
+        "data": {"train": str(data["train"]), "eval": {"text": str(data["eval_text"])}},
+        "stages": stages,
+        "evaluate": {"latency_runs": 3, "warmup_runs": 1, "throughput_batch": 4},
+        **extra,
+    })
+
+
+DISTILL = {"kind": "distill", "student": {"num_layers": 2}, "epochs": 2, "batch_size": 16}
+
+
+def test_progress_events_stream_every_phase(tiny_bert, data, tmp_path):
+    events = []
+    result = run(_recipe(tiny_bert, data, [DISTILL]), tmp_path / "out", roots=["/"],
+                 ctx=RunContext(on_progress=events.append))
+    assert result.ok
+    stages = [e.stage for e in events]
+    assert stages[0] == "teacher" and stages[-1] == "final" and "0:distill" in stages
+    steps = [e for e in events if e.stage == "0:distill" and e.message == "training"]
+    assert steps and steps[-1].step == steps[-1].total == 12 and all(e.loss is not None for e in steps)
+    assert [e.step for e in steps] == sorted(e.step for e in steps)
+
+
+def test_cancel_between_steps_stops_the_run(tiny_bert, data, tmp_path):
+    seen = []
+
+    def should_cancel() -> bool:
+        return any(e.message == "training" for e in seen)
+
+    result = run(_recipe(tiny_bert, data, [{**DISTILL, "epochs": 50}]), tmp_path / "out", roots=["/"],
+                 ctx=RunContext(on_progress=seen.append, should_cancel=should_cancel))
+    assert result.status == "cancelled" and result.artifact is None
+    trained = [e.step for e in seen if e.message == "training"]
+    assert max(trained) < 50 * 6  # stopped long before the planned steps
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["status"] == "cancelled"
+
+
+def test_resume_skips_finished_stages_and_gives_the_same_result(tiny_bert, data, tmp_path):
+    recipe = _recipe(tiny_bert, data, [DISTILL, {"kind": "evaluate", "latency_runs": 2}])
+    first = run(recipe, tmp_path / "out", roots=["/"])
+    events = []
+    second = run(recipe, tmp_path / "out", roots=["/"], resume=True, ctx=RunContext(on_progress=events.append))
+    assert [s.get("resumed") for s in second.report["stages"]] == [True, True]
+    assert not any(e.message == "training" for e in events)  # nothing was trained again
+    r1, r2 = (r.report["stages"][0]["evaluation"]["tasks"]["text"]["value"] for r in (first, second))
+    assert r1 == pytest.approx(r2)
+    # a changed recipe does not reuse the checkpoints
+    changed = _recipe(tiny_bert, data, [{**DISTILL, "epochs": 1}])
+    third = run(changed, tmp_path / "out", roots=["/"], resume=True)
+    assert not third.report["stages"][0].get("resumed")
+
+
+def test_teacher_is_not_modified_by_a_run(tiny_bert, data, tmp_path):
+    before = {p.name: p.read_bytes() for p in tiny_bert.iterdir()}
+    run(_recipe(tiny_bert, data, [DISTILL]), tmp_path / "out", roots=["/"])
+    assert {p.name: p.read_bytes() for p in tiny_bert.iterdir()} == before
+
+
+def test_hidden_state_map_out_of_range_is_refused_before_running(tiny_bert, data, tmp_path):
+    bad = {**DISTILL, "hidden_states": {"layer_map": {3: 4}}}
+    with pytest.raises(StageError) as info:
+        run(_recipe(tiny_bert, data, [bad]), tmp_path / "out", roots=["/"])
+    assert info.value.field == "stages.0.hidden_states.layer_map"
+    assert not (tmp_path / "out" / "report.json").exists()
+
+
+def test_quantize_must_be_last(tiny_bert, data, tmp_path):
+    from worker.engine.errors import RecipeError
+
+    stages = [{"kind": "quantize", "method": "fp16"}, DISTILL]
+    with pytest.raises(RecipeError, match="quantize must be the last"):
+        run(_recipe(tiny_bert, data, stages), tmp_path / "out", roots=["/"])
