@@ -142,8 +142,8 @@ def run(
             if not row["gate"]["passed"]:
                 status = "failed-gate"
                 break
-            if cand_dir is not None:
-                best_dir, best_index = cand_dir, stage.index
+            if cand_dir is not None and not isinstance(stage.config, EvaluateConfig):
+                best_dir, best_index = cand_dir, stage.index  # the stage that produced the checkpoint
     except Cancelled:
         status = "cancelled"
 
