@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
+import tarfile
 import sys
 from pathlib import Path
 
@@ -121,6 +123,11 @@ def test_dry_run_checks_layers_and_dataset_kinds(request, data, write_recipe, tm
     assert not (tmp_path / "o2" / "report.json").exists()
 
 
+class _Exploit:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
 def _run_cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "app.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=120, env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1",
@@ -139,10 +146,22 @@ def test_bad_input_exits_non_zero_without_a_traceback(tiny_bert, data, tmp_path)
         "ref.yaml": ({**base, "teacher": {"source": "local", "path": str(tmp_path / "nope")}}, "not a directory"),
         "stage.yaml": ({**base, "stages": [{"kind": "shrink"}]}, "unknown stage"),
     }
+    evil = tmp_path / "evil.tar"
+    with tarfile.open(evil, "w") as tf:
+        info = tarfile.TarInfo("../outside.txt")
+        info.size = 1
+        tf.addfile(info, io.BytesIO(b"x"))
+    cases["archive.yaml"] = ({**base, "teacher": {"source": "archive", "path": str(evil)}}, "points outside")
+    pickled = tmp_path / "pickled"
+    pickled.mkdir()
+    (pickled / "config.json").write_text((tiny_bert / "config.json").read_text())
+    torch.save({"w": _Exploit()}, pickled / "pytorch_model.bin")
+    cases["pickle.yaml"] = ({**base, "teacher": {"source": "local", "path": str(pickled)}}, "would run code")
     for name, (recipe, expected) in cases.items():
         (tmp_path / name).write_text(json.dumps(recipe))
         proc = _run_cli("compress", name, "--out", "out", "--root", "/", cwd=tmp_path)
         assert proc.returncode == 2, (name, proc.stderr)
         assert expected in proc.stderr and "Traceback" not in proc.stderr, (name, proc.stderr)
+        assert "this must never run" not in proc.stdout
     proc = _run_cli("compress", "missing.yaml", "--out", "out", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot read recipe" in proc.stderr and "Traceback" not in proc.stderr

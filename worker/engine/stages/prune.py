@@ -92,19 +92,19 @@ class MagnitudePrune(_PruneStage):
         params = [(module, "weight") for _, module in modules]
         if self.config.scope == "global":
             # One threshold over all blocks: layers with many small weights lose more.
-            ctx.progress(self.label, f"global magnitude pruning to {amount:.0%}", step=0, total=1)
+            ctx.progress(self.label, f"global magnitude pruning to {amount:.0%}")
             prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
         else:
             for i, (name, module) in enumerate(modules):
                 ctx.check_cancel()
-                ctx.progress(self.label, f"pruning {name}", step=i, total=len(modules))
+                ctx.progress(self.label, "pruning", step=i, total=len(modules))
                 prune.l1_unstructured(module, "weight", amount=amount)
         # Bake the masks into plain parameters: no weight_orig/weight_mask, no forward pre-hooks,
         # so the state dict saves and reloads like any other model.
         for module, name in params:
             prune.remove(module, name)
         steps = 1 if self.config.scope == "global" else len(modules)
-        ctx.progress(self.label, "pruned", step=steps, total=steps)
+        ctx.progress(self.label, "pruning", step=steps, total=steps)
         return self._finish(candidate, model, modules, amount)
 
 
@@ -146,8 +146,8 @@ class NMPrune(_PruneStage):
         with torch.no_grad():
             for i, (name, module) in enumerate(modules):
                 ctx.check_cancel()
-                ctx.progress(self.label, f"{n}:{m} pruning {name}", step=i, total=len(modules))
+                ctx.progress(self.label, "pruning", step=i, total=len(modules))
                 w = as_out_in(module, module.weight)
                 w.mul_(nm_mask(w, n, m).to(w.dtype))  # in place through the view: Conv1D is updated too
-        ctx.progress(self.label, "pruned", step=len(modules), total=len(modules))
+        ctx.progress(self.label, "pruning", step=len(modules), total=len(modules))
         return self._finish(candidate, model, modules, 1 - n / m)

@@ -182,7 +182,7 @@ class QuantizeStage(Stage):
             raise StageError(f"this candidate is already quantized ({candidate.quantization.get('method')})",
                              field=self.field)
         ctx.check_cancel()
-        ctx.progress(self.label, f"quantizing ({self.config.method})", step=0, total=1)
+        ctx.progress(self.label, f"quantizing ({self.config.method})")
         try:
             model, spec = quantize_model(candidate.model, self.config, env.device)
         except StageError as exc:
@@ -196,6 +196,6 @@ class QuantizeStage(Stage):
             "embeddings_quantized": spec["embeddings_quantized"],
             **({"left_float": spec["left_float"]} if spec["left_float"] else {}),
         }
-        ctx.progress(self.label, "quantized", step=1, total=1)
+        ctx.progress(self.label, "quantized")
         return dataclasses.replace(candidate, model=model, quantization=spec,
                                    device=torch.device(spec["serving_device"]))

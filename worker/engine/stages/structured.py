@@ -214,14 +214,14 @@ class StructuredPrune(Stage):
         with torch.no_grad():
             for i, block in enumerate(blocks):
                 ctx.check_cancel()
-                ctx.progress(self.label, f"pruning layer {i}", step=i, total=len(blocks))
+                ctx.progress(self.label, "pruning", step=i, total=len(blocks))
                 if self.config.heads > 0:
                     k = kept_count(block.heads, self.config.heads)
                     block.keep_heads(block.head_scores().topk(k).indices)
                 if self.config.neurons > 0:
                     k = kept_count(block.neurons, self.config.neurons)
                     block.keep_neurons(block.neuron_scores().topk(k).indices)
-        ctx.progress(self.label, "pruned", step=len(blocks), total=len(blocks))
+        ctx.progress(self.label, "pruning", step=len(blocks), total=len(blocks))
         _set_intermediate(model, blocks)
         self.details = {
             "heads_before": heads_before,
