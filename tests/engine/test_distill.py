@@ -54,14 +54,14 @@ def test_explicit_student_reference(tiny_bert, data, assets, tmp_path):
 
 def test_explicit_student_with_another_vocabulary_is_refused(tiny_bert, tiny_gpt2, data, tmp_path):
     stage = {"kind": "distill", "student": {"model": {"source": "local", "path": str(tiny_gpt2)}}, "epochs": 1}
-    with pytest.raises(Exception, match="tokenizer differs|cannot load"):
+    with pytest.raises(Exception, match=r"tokenizer differs|cannot load"):
         _run(tiny_bert, data, stage, tmp_path)
 
 
 def test_hard_labels_need_labelled_data_and_help_accuracy(tiny_bert_cls, data, tmp_path):
     evals = {"topics": str(data["eval_cls"])}
     stage = {"kind": "distill", "student": {"num_layers": 1}, "epochs": 1, "hard_label_weight": 1.0}
-    with pytest.raises(StageError, match="labelled data.train"):
+    with pytest.raises(StageError, match=r"labelled data\.train"):
         _run(tiny_bert_cls, data, stage, tmp_path, task="sequence-classification", evals=evals)
     stage = {**stage, "epochs": 8, "lr": 2e-3, "batch_size": 16}
     result = _run(tiny_bert_cls, data, stage, tmp_path, "ok", "sequence-classification", "train_labelled", evals)

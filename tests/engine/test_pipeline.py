@@ -34,7 +34,7 @@ def test_distil_prune_quantize_every_task(task, request, data, write_recipe, tmp
     out = tmp_path / "out"
     assert compress(write_recipe(recipe_for(task, request, data, stages)), out) == 0
     report = json.loads((out / "report.json").read_text())
-    distilled, structured, magnitude, quantized, final = report["stages"]
+    magnitude, quantized = report["stages"][2:4]
     assert [s["status"] for s in report["stages"]] == ["passed"] * 5
     ev = [s["evaluation"] for s in report["stages"]]
     # structured pruning removes parameters; magnitude pruning zeroes 30 % of the targeted weights
@@ -68,7 +68,8 @@ def test_each_quantization_method_round_trips(method, request, data, write_recip
     assert quant["weights_bytes"] < fp32["weights_bytes"]
     assert quant["tasks"]["text"]["retention"] > 0.5
     meta = json.loads((out / "artifact" / "distillery.json").read_text())
-    model, _ = distillery.load_artifact(out / "artifact")
+    model, tokenizer = distillery.load_artifact(out / "artifact")
+    assert torch.isfinite(_outputs("feature-extraction", model, tokenizer, ["the new server checks data"])).all()
     if method in ("fp16", "bf16"):
         from transformers import AutoModel
 

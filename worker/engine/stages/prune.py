@@ -95,7 +95,7 @@ class MagnitudePrune(_PruneStage):
             ctx.progress(self.label, f"global magnitude pruning to {amount:.0%}")
             prune.global_unstructured(params, pruning_method=prune.L1Unstructured, amount=amount)
         else:
-            for i, (name, module) in enumerate(modules):
+            for i, (_, module) in enumerate(modules):
                 ctx.check_cancel()
                 ctx.progress(self.label, "pruning", step=i, total=len(modules))
                 prune.l1_unstructured(module, "weight", amount=amount)
@@ -144,7 +144,7 @@ class NMPrune(_PruneStage):
                 raise StageError(f"m={m} does not divide the input size {in_f} of {name}",
                                  field=f"{self.field}.m")
         with torch.no_grad():
-            for i, (name, module) in enumerate(modules):
+            for i, (_, module) in enumerate(modules):
                 ctx.check_cancel()
                 ctx.progress(self.label, "pruning", step=i, total=len(modules))
                 w = as_out_in(module, module.weight)
