@@ -1,6 +1,6 @@
 """Each engine stage against the same operation written by hand, on all-MiniLM-L6-v2, in one run.
 
-    python bench/engine.py [--quick] [--minutes M] [--out DIR]
+    python bench/engine.py [--quick] [--minutes M] [--out DIR] [--threads N]
 
 Stages run directly (build_stage(...).run), so their times exclude the runner's evaluation and
 saving. Fast stages are repeated, engine and hand interleaved, and the median kept. Quality is one
@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root, for `python bench/engine.py`
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
@@ -32,12 +33,12 @@ for _name in ("torchao", "torch.utils._pytree"):  # optional-kernel and deprecat
     logging.getLogger(_name).setLevel(logging.ERROR)
 warnings.filterwarnings("ignore", message=r"(?s).*(deprecated|quantize_per_channel|_register_pytree_node).*")
 
-import handwritten as hand
 import torch
 import transformers
-from corpus import split, stdlib_sentences
 from torch import nn
 
+from bench import handwritten as hand
+from bench.corpus import split, stdlib_sentences
 from worker.engine.candidate import Candidate
 from worker.engine.context import RunContext
 from worker.engine.data import Dataset
@@ -255,7 +256,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="a few minutes: fewer sentences, steps and repeats")
     ap.add_argument("--minutes", type=float, default=None, help="distillation budget of row 5 (default 10)")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "results")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="torch threads (default: torch's choice); 1 is steadier on a busy shared machine")
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
     minutes = args.minutes if args.minutes is not None else (0.5 if args.quick else 10.0)

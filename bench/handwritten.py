@@ -105,7 +105,7 @@ def distill(teacher: nn.Module, tok, texts: list[str], *, layers: list[int], max
                 break
     student.eval()
     return student, {"steps": step, "teacher_pass_s": teacher_pass_s, "train_s": time.perf_counter() - train_start,
-                     "total_s": time.perf_counter() - start, "final_loss": float(value)}
+                     "total_s": time.perf_counter() - start, "final_loss": value.item()}
 
 
 def encoder_linears(model: nn.Module) -> list[nn.Linear]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import warnings
 from pathlib import Path
 
 import torch
@@ -45,7 +46,9 @@ def save_candidate(candidate: Candidate, out: Path) -> Path:
         model.config.save_pretrained(tmp)
         from .stages.quantize import cpu_state_dict
 
-        torch.save(cpu_state_dict(model), tmp / STATE_DICT)
+        with warnings.catch_warnings():  # torch's own quantized-tensor pickling uses TypedStorage
+            warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+            torch.save(cpu_state_dict(model), tmp / STATE_DICT)
     else:
         model.save_pretrained(tmp, safe_serialization=True)
     candidate.tokenizer.save_pretrained(tmp)

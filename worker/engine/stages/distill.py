@@ -40,18 +40,15 @@ def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-class _Schedule:
-    """Linear warm-up then cosine decay to zero at `horizon` steps. With a time budget the horizon is
-    re-estimated from the measured step time, so the learning rate has decayed when the time runs out."""
+def lr_factor(progress: float, warmup_ratio: float) -> float:
+    """Linear warm-up over the first `warmup_ratio` of training, then cosine decay to zero at the end.
 
-    def __init__(self, warmup: int, horizon: int) -> None:
-        self.warmup, self.horizon = warmup, horizon
-
-    def __call__(self, step: int) -> float:
-        if step < self.warmup:
-            return (step + 1) / self.warmup
-        progress = (step - self.warmup) / max(1, self.horizon - self.warmup)
-        return 0.5 * (1 + math.cos(math.pi * min(progress, 1.0)))
+    `progress` runs from 0 to 1: the larger of steps done / steps planned and, with a time budget,
+    seconds spent / seconds allowed, so the rate has decayed whichever limit ends training."""
+    if progress < warmup_ratio:
+        return max(progress / warmup_ratio, 1e-3)
+    rest = (progress - warmup_ratio) / max(1e-9, 1 - warmup_ratio)
+    return 0.5 * (1 + math.cos(math.pi * min(rest, 1.0)))
 
 
 @register(DistillConfig)
@@ -137,8 +134,6 @@ class Distill(Stage):
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
         optimizer = torch.optim.AdamW(_param_groups(student, cfg.weight_decay), lr=cfg.lr)
-        schedule = _Schedule(max(1, int(cfg.warmup_ratio * total)), total)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, schedule)
         primary_weight = cfg.embedding_weight if task.name == "feature-extraction" else cfg.logit_weight
 
         # Dropout off: with a few thousand examples, matching the teacher exactly converges faster.
@@ -149,36 +144,22 @@ class Distill(Stage):
             rng.shuffle(order)
             for batch in enc.batches(cfg.batch_size, order):
                 ctx.check_cancel()
-                b = batch.to(device)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
-                    s_out, s_hidden = task.forward(student, b, hidden=bool(layer_map))
-                t_out = targets.primary_batch(batch, task.per_token).to(device)
-                loss = primary_weight * task.distill_loss(s_out, t_out, b.attention_mask, cfg)
-                if layer_map:
-                    mask = b.attention_mask.unsqueeze(-1).float()
-                    hidden_loss = sum(
-                        (F.mse_loss(s_hidden[s].float() * mask, targets.hidden_batch(t, batch).to(device).float()
-                                    * mask, reduction="sum") / (mask.sum() * s_hidden[s].shape[-1]))
-                        for s, t in layer_map.items()
-                    )
-                    loss = loss + cfg.hidden_states.weight * hidden_loss / len(layer_map)
-                if cfg.hard_label_weight > 0:
-                    loss = loss + cfg.hard_label_weight * task.hard_loss(s_out, b)
+                loss = self._loss(task, student, batch, targets, layer_map, primary_weight, device)
+                elapsed = time.perf_counter() - start
+                progress = step / total
+                if cfg.time_budget_s is not None:
+                    progress = max(progress, elapsed / cfg.time_budget_s)
+                for group in optimizer.param_groups:
+                    group["lr"] = cfg.lr * lr_factor(progress, cfg.warmup_ratio)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.max_grad_norm)
                 optimizer.step()
-                scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
                 losses.append(loss.item())
                 if step % 10 == 0 or step == total:
                     ctx.progress(self.label, "training", step=step, total=total, loss=losses[-1])
-                elapsed = time.perf_counter() - start
-                if cfg.time_budget_s is not None and step in (10, 50, 200):
-                    fits = int(step * cfg.time_budget_s / elapsed)
-                    schedule.horizon = min(total, fits)
-                    schedule.warmup = min(schedule.warmup, max(1, int(cfg.warmup_ratio * schedule.horizon)))
-                if cfg.time_budget_s is not None and elapsed > cfg.time_budget_s:
+                if cfg.time_budget_s is not None and time.perf_counter() - start > cfg.time_budget_s:
                     stopped_by = "time_budget"
                     break
                 if step >= total:
@@ -206,6 +187,30 @@ class Distill(Stage):
         }
         structure = {} if self.config.student.model is not None else _remap_structure(candidate.structure, layers)
         return dataclasses.replace(candidate, model=student, structure=structure, device=device)
+
+
+    def _loss(self, task, student, batch, targets, layer_map: dict[int, int], primary_weight: float,
+              device: torch.device) -> torch.Tensor:
+        """The task's soft loss, plus hidden-state matching and hard labels when the recipe asks."""
+        cfg = self.config
+        b = batch.to(device)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            s_out, s_hidden = task.forward(student, b, hidden=bool(layer_map))
+        t_out = targets.primary_batch(batch, task.per_token).to(device)
+        loss = primary_weight * task.distill_loss(s_out, t_out, b.attention_mask, cfg)
+        if layer_map:
+            # MSE over real tokens only: padding positions are masked out of both sides
+            mask = b.attention_mask.unsqueeze(-1).float()
+            denom = mask.sum() * s_hidden[1].shape[-1]
+            hidden = sum(
+                F.mse_loss(s_hidden[s].float() * mask, targets.hidden_batch(t, batch).to(device).float() * mask,
+                           reduction="sum") / denom
+                for s, t in layer_map.items()
+            )
+            loss = loss + cfg.hidden_states.weight * hidden / len(layer_map)
+        if cfg.hard_label_weight > 0:
+            loss = loss + cfg.hard_label_weight * task.hard_loss(s_out, b)
+        return loss
 
 
 def _remap_structure(structure: dict, layers: list[int] | None) -> dict:
