@@ -1,0 +1,55 @@
+"""Service settings, from environment variables (prefix DISTILLERY_, plus the usual DATABASE_URL and
+REDIS_URL). Every setting has a default, so `distillery serve` runs with no configuration at all."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import AliasChoices, Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DISTILLERY_", extra="ignore")
+
+    data_dir: Path = Field(Path("./distillery-data"), description="uploads, job outputs, the SQLite file")
+    database_url: str | None = Field(
+        None, validation_alias=AliasChoices("DATABASE_URL", "DISTILLERY_DATABASE_URL"),
+        description="SQLAlchemy URL; default SQLite in data_dir (postgresql+psycopg://... in production)")
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL",
+                                                                                      "DISTILLERY_REDIS_URL"))
+    model_roots: list[Path] = Field(default_factory=list,
+                                    description="roots under which local model paths may be registered")
+    max_upload_bytes: int = Field(20 * 1024**3, description="cap on one uploaded model or dataset (413 past it)")
+    cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API")
+    lease_seconds: int = Field(60, ge=5, description="a worker's claim on a job lapses this long after its "
+                                                     "last heartbeat")
+    max_attempts: int = Field(3, ge=1, description="deliveries of one job before it is failed")
+    job_soft_time_limit: int = Field(6 * 3600, description="seconds before a job is asked to stop (timeout)")
+    job_time_limit: int = Field(6 * 3600 + 300, description="seconds before a job's worker is killed")
+    reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
+                                                         "re-enqueued")
+
+    @property
+    def sqlalchemy_url(self) -> str:
+        if self.database_url:
+            url = self.database_url
+            # plain postgresql:// means the psycopg 3 driver here (the one installed)
+            if url.startswith("postgresql://") or url.startswith("postgres://"):
+                url = "postgresql+psycopg://" + url.split("://", 1)[1]
+            return url
+        return f"sqlite:///{(self.data_dir / 'distillery.db').resolve()}"
+
+    @property
+    def uploads_dir(self) -> Path:
+        return self.data_dir / "uploads"
+
+    @property
+    def jobs_dir(self) -> Path:
+        return self.data_dir / "jobs"
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
