@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy import select
@@ -44,7 +45,7 @@ def _presented(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def current_owner(request: Request, session: Session = Depends(get_session)) -> str:
+def current_owner(request: Request, session: Annotated[Session, Depends(get_session)]) -> str:
     secret = _presented(request)
     if not secret:
         raise Unauthorized("send the API key as 'Authorization: Bearer dk_...'",

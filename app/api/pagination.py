@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Generic, TypeVar
 
 from pydantic import BaseModel
 
 from ..errors import BadRequest
+
+T = TypeVar("T")
 
 MAX_LIMIT = 200
 
@@ -28,7 +31,7 @@ def decode_cursor(cursor: str | None) -> str | None:
     return raw
 
 
-class Page[T](BaseModel):
+class Page(BaseModel, Generic[T]):
     data: list[T]
     has_more: bool
     next_cursor: str | None = None
