@@ -45,7 +45,8 @@ def _presented(request: Request) -> str | None:
     return request.headers.get("x-api-key")
 
 
-def current_owner(request: Request, session: Annotated[Session, Depends(get_session)]) -> str:
+def current_owner(request: Request,
+                  session: Annotated[Session, Depends(get_session, scope="function")]) -> str:
     secret = _presented(request)
     if not secret:
         raise Unauthorized("send the API key as 'Authorization: Bearer dk_...'",

@@ -12,7 +12,7 @@ from ..db.session import get_session
 from ..settings import Settings
 
 Owner = Annotated[str, Depends(current_owner)]
-Db = Annotated[Session, Depends(get_session)]
+Db = Annotated[Session, Depends(get_session, scope="function")]
 
 
 def get_settings_dep(request: Request) -> Settings:

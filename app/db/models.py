@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, BigInteger, Boolean, DateTime, ForeignKey, Index, Integer, String, Text, UniqueConstraint
+from sqlalchemy import JSON, BigInteger, Boolean, ForeignKey, Index, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from .base import Base, utcnow
+from .base import Base, UTCDateTime, utcnow
 
-TS = DateTime(timezone=True)
+TS = UTCDateTime()
 
 
 class ApiKey(Base):
@@ -26,6 +26,7 @@ class ApiKey(Base):
 
 class ModelRecord(Base):
     __tablename__ = "models"
+    __table_args__ = (Index("ix_models_owner_id", "owner", "id"),)  # owner's pages in id order
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200), index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -37,6 +38,7 @@ class ModelRecord(Base):
 
 class DatasetRecord(Base):
     __tablename__ = "datasets"
+    __table_args__ = (Index("ix_datasets_owner_id", "owner", "id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     owner: Mapped[str] = mapped_column(String(200), index=True)
     name: Mapped[str] = mapped_column(String(200))
@@ -105,6 +107,7 @@ class Event(Base):
 
 class Artifact(Base):
     __tablename__ = "artifacts"
+    __table_args__ = (Index("ix_artifacts_job_id_id", "job_id", "id"),)
     id: Mapped[str] = mapped_column(String(40), primary_key=True)
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"), index=True)
     owner: Mapped[str] = mapped_column(String(200), index=True)

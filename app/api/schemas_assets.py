@@ -1,0 +1,175 @@
+"""Request and response models for models, datasets and artifacts, with the examples OpenAPI shows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+WHEN = "2025-01-01T12:00:00Z"
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
+UtcDatetime = Annotated[datetime, AfterValidator(lambda v: v if v.tzinfo else v.replace(tzinfo=UTC))]
+
+
+# ---- request: the engine's model references, less `archive` (uploads take the multipart form) ---------
+# These mirror worker.engine.recipe's LocalRef, HubRef and BundledRef (kept here so the API does not
+# import torch at start-up); the endpoint also validates the stored reference with the engine's ModelRef.
+
+
+class LocalSource(Strict):
+    source: Literal["local"]
+    path: str = Field(description="an absolute path to a Hugging Face model directory under an allowed root",
+                      examples=["/models/minilm"])
+
+
+class HubSource(Strict):
+    source: Literal["hf"]
+    id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", examples=["sentence-transformers/all-MiniLM-L6-v2"])
+    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="a full 40-character commit sha (pinned, so "
+                          "a moved branch cannot change the teacher)",
+                          examples=["c9745ed1d9f207416be6d2e6f8de32d1f16199bf"])
+
+
+class BundledSource(Strict):
+    source: Literal["bundled"]
+    name: Literal["all-MiniLM-L6-v2"] = "all-MiniLM-L6-v2"
+
+
+ModelSource = Annotated[LocalSource | HubSource | BundledSource, Field(discriminator="source")]
+
+
+class ModelCreate(Strict):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"name": "minilm", "source": {"source": "local", "path": "/models/minilm"}},
+        {"name": "minilm-hub", "source": {"source": "hf", "id": "sentence-transformers/all-MiniLM-L6-v2",
+                                          "revision": "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"}},
+        {"name": "minilm-bundled", "source": {"source": "bundled", "name": "all-MiniLM-L6-v2"}},
+    ]})
+    name: str = Field(min_length=1, max_length=200)
+    source: ModelSource
+
+
+# ---- responses -----------------------------------------------------------------------------------------
+
+
+class ModelOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "mdl_01jh8z6k2v9qf3w7t0c5x4y1ab", "name": "minilm",
+        "source": {"source": "local", "path": "/models/minilm"},
+        "size_bytes": 90_868_376, "sha256": SHA, "created_at": WHEN}]})
+    id: str
+    name: str
+    source: dict[str, Any] = Field(description="the engine's model reference the worker resolves; an upload "
+                                   "is stored as a local directory under the service's uploads")
+    size_bytes: int | None = Field(description="bytes of the uploaded archive, or of the local directory's "
+                                   "files; null for a hub reference")
+    sha256: str | None = Field(description="an upload: sha256 of the archive as sent; a local or bundled "
+                               "directory: sha256 of its manifest (sorted 'path sha256' lines); a hub "
+                               "reference: null (the revision pins it)")
+    created_at: UtcDatetime
+
+
+class DatasetOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "ds_01jh8z6k2v9qf3w7t0c5x4y1ab", "name": "topics-eval", "kind": "classification",
+        "rows": 480, "columns": ["text", "label"], "size_bytes": 41_213, "sha256": SHA, "created_at": WHEN}]})
+    id: str
+    name: str
+    kind: Literal["text", "classification", "similarity"]
+    rows: int
+    columns: list[str]
+    size_bytes: int
+    sha256: str = Field(description="sha256 of the file as uploaded")
+    created_at: UtcDatetime
+
+
+class ArtifactOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True, json_schema_extra={"examples": [{
+        "id": "art_01jh8z6k2v9qf3w7t0c5x4y1ab", "name": "model.tar", "media_type": "application/x-tar",
+        "size_bytes": 23_112_704, "sha256": SHA,
+        "download_url": "/v1/artifacts/art_01jh8z6k2v9qf3w7t0c5x4y1ab/download", "created_at": WHEN}]})
+    id: str
+    name: str
+    media_type: str
+    size_bytes: int
+    sha256: str = Field(description="sha256 of the content; the download's strong ETag")
+    download_url: str
+    created_at: UtcDatetime
+
+
+class FieldError(BaseModel):
+    field: str
+    message: str
+    code: str | None = None
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, as every error from this API is sent (application/problem+json)."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "type": "urn:distillery:problem:not_found", "title": "Not found", "status": 404,
+        "detail": "no model mdl_01jh8z6k2v9qf3w7t0c5x4y1ab", "instance": "/v1/models/mdl_01jh8z6k2v9qf3w7t0c5x4y1ab",
+        "request_id": "5f0c1b7e9a2d4c3b8e6f1a0d2c4b6e8f"}]})
+    type: str
+    title: str
+    status: int
+    detail: str
+    instance: str
+    request_id: str | None
+    errors: list[FieldError] | None = None
+
+
+_PROBLEM_TEXT = {
+    400: "malformed request (for example a cursor this API did not issue)",
+    401: "missing or invalid API key",
+    404: "no such object for this API key's owner",
+    413: "the upload is larger than the configured limit",
+    415: "unsupported Content-Type",
+    416: "the Range cannot be satisfied; Content-Range gives the size",
+    422: "the request or the uploaded content is invalid; `errors` names the field",
+}
+
+_CODE = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large", 415: "http_error",
+         416: "range_not_satisfiable", 422: "validation_error"}
+_TITLE = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found", 413: "Payload too large",
+          415: "send the body as multipart/form-data", 416: "Range not satisfiable",
+          422: "The request cannot be processed"}
+
+
+def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
+    """The model's JSON schema with its $defs substituted in place, for use inside `openapi_extra` or
+    `responses` content, where a local "#/$defs/..." reference would not resolve."""
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def resolve(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref", "")
+            if ref.startswith("#/$defs/"):
+                return resolve(defs[ref.removeprefix("#/$defs/")])
+            # a discriminator's mapping names $defs too; propertyName alone still says how to choose
+            return {k: resolve({"propertyName": v["propertyName"]} if k == "discriminator" else v)
+                    for k, v in node.items()}
+        if isinstance(node, list):
+            return [resolve(v) for v in node]
+        return node
+
+    return resolve(schema)
+
+
+def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` entries for the given error statuses, all application/problem+json."""
+    schema = inline_schema(Problem)
+    return {code: {"description": _PROBLEM_TEXT[code], "content": {"application/problem+json": {
+        "schema": schema,
+        "example": {"type": f"urn:distillery:problem:{_CODE[code]}", "title": _TITLE[code], "status": code,
+                    "detail": _PROBLEM_TEXT[code], "instance": "/v1/...", "request_id": "5f0c1b7e9a2d4c3b"},
+    }}} for code in codes}

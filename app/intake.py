@@ -1,0 +1,120 @@
+"""Checks on what users register or upload, done with the engine's own validators so that the API
+accepts exactly what the worker will later accept. Synchronous and potentially slow (hashing,
+unpacking, reading every row): endpoints call these in a worker thread.
+
+The engine is imported inside the functions: it pulls in torch, which the API needs only here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import Unprocessable
+
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+DATASET_SUFFIXES = (".jsonl", ".csv")
+
+
+@contextmanager
+def engine_errors(field: str) -> Iterator[None]:
+    """Turn the engine's errors into a 422 problem naming the request field they are about."""
+    from worker.engine.errors import EngineError
+
+    try:
+        yield
+    except EngineError as exc:
+        raise Unprocessable(exc.message, errors=[{"field": field, "message": exc.message,
+                                                  "code": exc.code}]) from None
+
+
+@dataclass(frozen=True)
+class CheckedModel:
+    source: dict  # the engine's model reference, as the worker will resolve it
+    size_bytes: int | None
+    sha256: str | None
+
+
+def _dir_digest(path: Path, roots: Sequence[Path]) -> tuple[int, str]:
+    """Total size, and the sha256 of the directory's manifest ("relative-path sha256" lines, sorted).
+
+    Every file must resolve under the roots too: a link inside an allowed directory may not reach out."""
+    from worker.engine.references import check_under_roots, hash_dir
+
+    size = 0
+    for p in path.rglob("*"):
+        if p.is_file():
+            check_under_roots(p, roots, "model file")
+            size += p.stat().st_size
+    manifest = "".join(f"{name} {digest}\n" for name, digest in hash_dir(path).items())
+    return size, hashlib.sha256(manifest.encode()).hexdigest()
+
+
+def check_local_model(path: str, roots: Sequence[Path]) -> CheckedModel:
+    from worker.engine.references import check_model_dir, check_under_roots
+
+    if not os.path.isabs(path):
+        raise Unprocessable(f"model path {path!r} must be absolute",
+                            errors=[{"field": "source.path", "message": "must be an absolute path"}])
+    with engine_errors("source.path"):
+        real = check_under_roots(Path(path), roots, "model path")
+        if not real.is_dir():
+            raise Unprocessable(f"model path {path} is not a directory",
+                                errors=[{"field": "source.path", "message": "not a directory"}])
+        check_model_dir(real)
+        size, digest = _dir_digest(real, roots)
+    return CheckedModel({"source": "local", "path": str(real)}, size, digest)
+
+
+def check_bundled_model(name: str) -> CheckedModel:
+    from worker.engine.references import bundled_model_dir
+
+    with engine_errors("source.name"):
+        path = bundled_model_dir(name)
+        size, digest = _dir_digest(path, [path])
+    return CheckedModel({"source": "bundled", "name": name}, size, digest)
+
+
+def check_engine_reference(source: dict) -> None:
+    """The stored reference must parse as the engine's ModelRef, or the worker would reject it later."""
+    from pydantic import TypeAdapter, ValidationError
+
+    from worker.engine.recipe import ModelRef
+
+    try:
+        TypeAdapter(ModelRef).validate_python(source)
+    except ValidationError as exc:  # a drift between the API's schema and the engine's; say so plainly
+        raise Unprocessable(f"the engine does not accept this model reference: {exc.errors()[0]['msg']}",
+                            errors=[{"field": "source", "message": str(exc.errors()[0]["msg"])}]) from None
+
+
+def unpack_model(archive: Path, work: Path, max_total_bytes: int) -> Path:
+    """Unpack safely into `work` and check the model directory; return the directory holding config.json."""
+    from worker.engine.archive import ArchiveLimits, unpack_archive
+    from worker.engine.references import check_model_dir
+
+    with engine_errors("archive"):
+        unpacked = unpack_archive(archive, work, ArchiveLimits(max_total_bytes=max_total_bytes))
+        check_model_dir(unpacked)
+    return unpacked
+
+
+@dataclass(frozen=True)
+class CheckedDataset:
+    kind: str
+    rows: int
+    columns: list[str]
+
+
+def check_dataset(path: Path) -> CheckedDataset:
+    """Read every row with the engine's loader; a bad file is a 422 naming the file and the line."""
+    from worker.engine.data import load_dataset
+
+    with engine_errors("file"):
+        dataset = load_dataset(path)
+    schema = dataset.schema()
+    return CheckedDataset(schema["kind"], schema["rows"], schema["columns"])
