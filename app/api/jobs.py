@@ -1,7 +1,127 @@
-"""/v1/jobs routes."""
+"""/v1/jobs routes: submit, list, read, cancel, report. Events are in events.py."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Annotated, Any
 
-router = APIRouter(tags=["jobs"])
+from fastapi import APIRouter, Header, Query, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
+
+from ..errors import Unprocessable
+from ..repositories import jobs as repo
+from ..services import jobs as service
+from .deps import AppSettings, Db, Owner
+from .pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from .schemas_jobs import JobCreate, JobOut, JobPage, clean_loc, problem_responses
+
+
+class CleanLocRoute(APIRoute):
+    """Drops pydantic's union tags from validation error locations (`stages.0.distill.epochz` reads
+    `stages.0.epochz`), so a 422 names the field the way the user wrote it."""
+
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+
+        async def clean(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except RequestValidationError as exc:
+                errors = [{**e, "loc": clean_loc(e["loc"])} for e in exc.errors()]
+                raise RequestValidationError(errors, body=exc.body) from None
+
+        return clean
+
+
+router = APIRouter(tags=["jobs"], route_class=CleanLocRoute)
+
+
+@router.post(
+    "/jobs", status_code=201, response_model=JobOut, summary="Submit a compression job",
+    description="Validates the recipe with the stages' dry run (datasets and the model's config are read, no "
+    "weights), then queues the job. With `Idempotency-Key`, the same key and body return the same job (200); "
+    "the same key with another body is a 422.",
+    responses={
+        200: {"description": "an idempotent replay: the job the same key and body created before",
+              "model": JobOut},
+        201: {"description": "queued; `Location` is the job's URL",
+              "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}}},
+        **problem_responses(401, 422),
+    },
+)
+def submit_job(body: JobCreate, response: Response, owner: Owner, db: Db, settings: AppSettings,
+               idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
+                                                             description="retry-safe submission key")] = None,
+               ) -> JobOut:
+    job, created = service.submit(db, settings, owner, body, idempotency_key)
+    response.status_code = 201 if created else 200
+    response.headers["Location"] = f"/v1/jobs/{job.id}"
+    return JobOut.from_row(job)
+
+
+def _statuses(raw: list[str] | None) -> list[str]:
+    wanted = [s.strip() for item in raw or [] for s in item.split(",") if s.strip()]
+    unknown = sorted(set(wanted) - set(repo.STATES))
+    if unknown:
+        raise Unprocessable(f"status: unknown state(s) {', '.join(unknown)}",
+                            errors=[{"field": "status", "message": f"must be among {', '.join(repo.STATES)}"}])
+    return wanted
+
+
+def _utc(value: datetime | None) -> datetime | None:
+    # A time without an offset is taken as UTC, the zone every stored timestamp is in.
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+@router.get("/jobs", response_model=JobPage, summary="List jobs, newest first",
+            description="Cursor pagination, newest first: pass `next_cursor` as `after` for older jobs. "
+            "`status` may repeat or be a comma list. `created_after` is inclusive, `created_before` exclusive "
+            "(ISO 8601; without an offset, UTC).",
+            responses=problem_responses(400, 401, 422))
+def list_jobs(owner: Owner, db: Db,
+              after: Annotated[str | None, Query(description="cursor from a previous page")] = None,
+              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+              status: Annotated[list[str] | None, Query(description="e.g. status=queued,running",
+                                                        examples=["running,queued"])] = None,
+              created_after: Annotated[datetime | None, Query(examples=["2025-11-29T00:00:00Z"])] = None,
+              created_before: Annotated[datetime | None, Query(examples=["2025-11-30T00:00:00Z"])] = None,
+              ) -> JobPage:
+    rows = repo.list_jobs(db, owner, before_id=decode_cursor(after), limit=limit + 1, statuses=_statuses(status),
+                          created_after=_utc(created_after), created_before=_utc(created_before))
+    has_more = len(rows) > limit
+    rows = rows[:limit]
+    return JobPage(data=[JobOut.from_row(j) for j in rows], has_more=has_more,
+                   next_cursor=encode_cursor(rows[-1].id) if has_more else None)
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut, summary="A job: status, stages, progress, failure",
+            responses=problem_responses(401, 404, 422))
+def get_job(job_id: str, owner: Owner, db: Db) -> JobOut:
+    return JobOut.from_row(service.get_job(db, owner, job_id))
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, summary="Cancel a job",
+             description="A queued job is cancelled at once and never starts. A running job becomes "
+             "`cancelling` and stops at its next step, ending `cancelled`. Cancelling again is accepted. A job "
+             "that has finished (succeeded, failed, cancelled) is a 409.",
+             responses=problem_responses(401, 404, 409, 422))
+def cancel_job(job_id: str, owner: Owner, db: Db) -> JobOut:
+    return JobOut.from_row(service.cancel(db, owner, job_id))
+
+
+@router.get("/jobs/{job_id}/report", summary="The engine's report: per stage, per task metrics",
+            description="Available once the job has finished. Before that: 409 (`job_not_finished`). A job that "
+            "ended without one (cancelled or failed before evaluating): 404.",
+            responses={200: {"description": "the engine's report.json", "content": {"application/json": {
+                "example": {"report_version": 1, "task": "feature-extraction", "status": "succeeded",
+                            "teacher": {"tasks": {"sts": {"metrics": {"spearman": 0.82}}}},
+                            "stages": [{"index": 0, "kind": "distill", "status": "passed",
+                                        "gate": {"passed": True, "shortfalls": []}}],
+                            "final": {"stage_index": 0, "artifact": "artifact"}}}}},
+                       **problem_responses(401, 404, 409, 422)})
+def get_report(job_id: str, owner: Owner, db: Db) -> dict:
+    return service.report(db, owner, job_id)

@@ -88,6 +88,7 @@ class ModelInfo:
     hidden_size: int
     intermediate_size: int | None
     vocab_size: int
+    architectures: tuple[str, ...] = ()
 
     @classmethod
     def from_config(cls, config) -> ModelInfo:
@@ -101,4 +102,5 @@ class ModelInfo:
             hidden_size=config.hidden_size,
             intermediate_size=inter,
             vocab_size=config.vocab_size,
+            architectures=tuple(getattr(config, "architectures", None) or ()),
         )

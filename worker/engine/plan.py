@@ -81,6 +81,7 @@ def make_plan(recipe: Recipe, *, base_dir: Path, roots: Sequence[Path], work_dir
         exc.field = exc.field or "teacher"
         raise
     info = _model_info(teacher)
+    task.check_architectures(info.architectures)
     env = StageEnv(task=task, device=device, seed=recipe.seed, max_length=recipe.max_length, train=train,
                    eval=evals, work_dir=work_dir, base_dir=base_dir, roots=roots)
     plan = Plan(recipe=recipe, teacher=teacher, info=info, env=env)

@@ -95,6 +95,16 @@ class Task(ABC):
     train_kinds: ClassVar[frozenset[DatasetKind]]
     eval_kinds: ClassVar[frozenset[DatasetKind]]
     per_token: ClassVar[bool] = False  # is the primary output one row per token (causal LM)?
+    # checkpoint classes that carry this task's trained head; empty: any checkpoint will do
+    head_suffixes: ClassVar[tuple[str, ...]] = ()
+
+    def check_architectures(self, architectures: tuple[str, ...]) -> None:
+        """Dry-run check from config.json alone: a checkpoint saved without this task's head would load
+        with a randomly initialised one (Task.load refuses that too, but only after loading weights)."""
+        if self.head_suffixes and architectures and not any(a.endswith(self.head_suffixes) for a in architectures):
+            raise ModelReferenceError(
+                f"the teacher is a {architectures[0]} checkpoint: task {self.name} needs one with a trained head "
+                f"({' or '.join('*' + s for s in self.head_suffixes)})", field="teacher")
 
     @abstractmethod
     def auto_class(self) -> type: ...

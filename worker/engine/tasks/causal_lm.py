@@ -17,6 +17,7 @@ class CausalLM(Task):
     train_kinds = frozenset({"text"})
     eval_kinds = frozenset({"text"})
     per_token = True
+    head_suffixes = ("ForCausalLM", "LMHeadModel")
 
     def auto_class(self) -> type:
         from transformers import AutoModelForCausalLM

@@ -23,6 +23,7 @@ class SequenceClassification(Task):
     name = "sequence-classification"
     train_kinds = frozenset({"text", "classification"})
     eval_kinds = frozenset({"text", "classification"})
+    head_suffixes = ("ForSequenceClassification",)
 
     def auto_class(self) -> type:
         from transformers import AutoModelForSequenceClassification

@@ -1,0 +1,1 @@
+"""Services: the use cases behind the routes (validation, transactions, enqueueing after commit)."""

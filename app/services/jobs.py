@@ -1,0 +1,196 @@
+"""Jobs: submission (ids -> engine recipe -> dry run -> rows -> commit -> enqueue), cancellation, reports.
+
+A recipe that cannot run is refused here with a 422 naming the field, by the same dry run the worker does
+first (`make_plan`: datasets and the model's config are read, no weights are loaded).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import uuid
+from pathlib import Path
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from worker.celery_app import enqueue_job
+from worker.engine import EngineError, Recipe, make_plan, parse_recipe
+from worker.engine.recipe import ArchiveRef, DistillConfig, LocalRef
+
+from ..api.schemas_jobs import JobCreate
+from ..db.base import new_id
+from ..db.models import Job
+from ..errors import Conflict, NotFound, Unprocessable
+from ..repositories import jobs as repo
+from ..repositories.datasets import get_dataset
+from ..repositories.models import get_model
+from ..settings import Settings
+
+log = logging.getLogger("distillery.jobs")
+
+
+class IdempotencyKeyReused(Unprocessable):
+    code = "idempotency_key_reused"
+
+
+class JobNotFinished(Conflict):
+    code = "job_not_finished"
+
+
+class JobAlreadyFinished(Conflict):
+    code = "job_finished"
+
+
+def invalid(field: str, message: str, code: str | None = None) -> Unprocessable:
+    error = {"field": field, "message": message, **({"code": code} if code else {})}
+    return Unprocessable(f"{field}: {message}", errors=[error])
+
+
+def get_job(session: Session, owner: str, job_id: str) -> Job:
+    job = repo.get_job(session, owner, job_id)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    return job
+
+
+# ---- ids -> engine recipe ---------------------------------------------------------------------
+
+
+def _absolute(settings: Settings, path: str) -> str:
+    # Stored paths are relative to data_dir (the store's root); the worker's recipe must not depend on cwd.
+    p = Path(path)
+    return str(p if p.is_absolute() else (settings.data_dir / p).resolve())
+
+
+def _dataset_path(session: Session, settings: Settings, owner: str, dataset_id: str, field: str) -> str:
+    record = get_dataset(session, owner, dataset_id)
+    if record is None:  # another owner's id reads exactly like an unknown one
+        raise invalid(field, f"no dataset {dataset_id}", "unknown_dataset")
+    return _absolute(settings, record.path)
+
+
+def build_recipe(session: Session, settings: Settings, owner: str, body: JobCreate) -> dict:
+    """The engine recipe the body stands for: registered ids become references and absolute paths."""
+    if unknown := body.unknown_gates():
+        raise invalid(f"gates.per_task.{unknown[0]}", f"{unknown[0]} is not an eval task in data.eval")
+    recipe = body.model_dump(mode="json", exclude={"teacher", "data"})
+    teacher = body.teacher.model_dump(mode="json")
+    if "model" in teacher:
+        record = get_model(session, owner, teacher["model"])
+        if record is None:
+            raise invalid("teacher.model", f"no model {teacher['model']}", "unknown_model")
+        teacher = dict(record.source)
+        if teacher.get("path"):
+            teacher["path"] = _absolute(settings, teacher["path"])
+    recipe["teacher"] = teacher
+    data = body.data
+    recipe["data"] = {
+        "train": _dataset_path(session, settings, owner, data.train, "data.train") if data.train else None,
+        "eval": {name: _dataset_path(session, settings, owner, ds, f"data.eval.{name}")
+                 for name, ds in data.eval.items()},
+    }
+    for index, stage in enumerate(body.stages):
+        # A path in the body would reach files under the roots that belong to other owners.
+        if isinstance(stage, DistillConfig) and isinstance(stage.student.model, LocalRef | ArchiveRef):
+            raise invalid(f"stages.{index}.student.model.source",
+                          "a student model must come from the hub (source hf) or be bundled; local and archive "
+                          "paths are not accepted in a job")
+    return recipe
+
+
+# ---- the dry run -------------------------------------------------------------------------------
+
+def dry_run(settings: Settings, recipe: Recipe) -> None:
+    import torch
+
+    planned = recipe
+    if recipe.device == "cuda" and not torch.cuda.is_available():
+        # The API host needs no GPU: everything else is checked on CPU, the device by the GPU worker.
+        planned = recipe.model_copy(update={"device": "cpu"})
+    work_dir = settings.data_dir / "plans" / uuid.uuid4().hex
+    try:
+        make_plan(planned, base_dir=settings.data_dir, roots=[settings.uploads_dir, *settings.model_roots],
+                  work_dir=work_dir)
+    except EngineError as exc:
+        raise invalid(exc.field or "body", exc.message, exc.code) from None
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)  # archives are unpacked here; the worker unpacks its own
+
+
+# ---- submission --------------------------------------------------------------------------------
+
+
+def request_hash(submitted: dict) -> str:
+    canonical = json.dumps(submitted, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+def _replay(session: Session, owner: str, key: str, digest: str) -> Job | None:
+    row = repo.get_idempotency_key(session, owner, key)
+    if row is None:
+        return None
+    if row.request_hash != digest:
+        raise IdempotencyKeyReused(
+            "this Idempotency-Key was used with a different body; use a new key for a new job",
+            errors=[{"field": "Idempotency-Key", "message": "already used with a different body"}])
+    return repo.get_job(session, owner, row.job_id)
+
+
+def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
+           idempotency_key: str | None) -> tuple[Job, bool]:
+    """Returns (job, created). An idempotent replay returns the first job and created=False."""
+    submitted = body.model_dump(mode="json", exclude_unset=True)
+    digest = request_hash(submitted)
+    if idempotency_key is not None and (job := _replay(session, owner, idempotency_key, digest)) is not None:
+        return job, False
+    try:
+        recipe = parse_recipe(build_recipe(session, settings, owner, body))
+    except EngineError as exc:
+        raise invalid(exc.field or "body", exc.message, exc.code) from None
+    dry_run(settings, recipe)
+    queue = "gpu" if recipe.device == "cuda" else "cpu"
+    try:
+        job = repo.create_job(
+            session, job_id=new_id("job"), owner=owner, queue=queue, request=submitted,
+            recipe=recipe.model_dump(mode="json"), stage_kinds=[s.kind for s in recipe.stages],
+            idempotency=(idempotency_key, digest) if idempotency_key is not None else None)
+        session.commit()  # before enqueueing: the worker re-reads the row by id
+    except IntegrityError:
+        # Two identical requests raced on the same key: the unique constraint picked a winner.
+        session.rollback()
+        job = _replay(session, owner, idempotency_key, digest) if idempotency_key is not None else None
+        if job is None:
+            raise
+        return job, False
+    try:
+        enqueue_job(settings, job.id, queue)
+    except Exception:  # the job is committed as queued; the reconciler re-sends queued jobs without a lease
+        log.exception("could not enqueue %s on %s; the reconciler will retry", job.id, queue)
+    return job, True
+
+
+# ---- cancellation and reports ------------------------------------------------------------------
+
+
+def cancel(session: Session, owner: str, job_id: str) -> Job:
+    changed = repo.request_cancel(session, owner, job_id)
+    session.commit()
+    job = repo.get_job(session, owner, job_id, fresh=True)
+    if job is None:
+        raise NotFound(f"no job {job_id}")
+    if not changed:
+        raise JobAlreadyFinished(f"job {job_id} has already finished ({job.status}); only queued or running "
+                                 "jobs can be cancelled")
+    return job
+
+
+def report(session: Session, owner: str, job_id: str) -> dict:
+    job = get_job(session, owner, job_id)
+    if job.report is not None:
+        return job.report
+    if job.status not in repo.TERMINAL:
+        raise JobNotFinished(f"job {job_id} has not finished ({job.status}); the report is written at the end")
+    raise NotFound(f"job {job_id} ended ({job.status}) before its report was written")
