@@ -175,3 +175,36 @@ def test_entry_count_and_decompression_bomb_caps(tmp_path):
     with pytest.raises(UnsafeInputError, match="decompression bomb"):
         unpack_archive(bomb, tmp_path / "t2", ArchiveLimits(max_total_bytes=1024 * 1024))
     assert not (tmp_path / "t2").exists()
+
+
+def test_hub_model_at_a_pinned_revision_loads_offline_from_the_cache(tiny_bert, tmp_path):
+    """The normal transformers path: a snapshot in the Hugging Face cache layout, no network. In a fresh
+    process, since huggingface_hub reads HF_HUB_CACHE once, at import."""
+    import subprocess
+    import sys
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--acme--tiny-bert" / "snapshots" / revision
+    shutil.copytree(tiny_bert, snapshot)
+    code = (
+        "import sys\n"
+        "from worker.engine.recipe import HubRef\n"
+        "from worker.engine.references import resolve\n"
+        "from worker.engine.tasks import get_task\n"
+        "from worker.engine.errors import ModelReferenceError\n"
+        "from pathlib import Path\n"
+        "def load(rev):\n"
+        "    r = resolve(HubRef(source='hf', id='acme/tiny-bert', revision=rev), roots=[], base_dir=Path('.'),\n"
+        "                work_dir=Path('.'))\n"
+        "    return get_task('feature-extraction').load(r)[0]\n"
+        f"print('layers', load('{revision}').config.num_hidden_layers)\n"
+        "try:\n"
+        "    load('f' * 40)\n"
+        "except ModelReferenceError as e:\n"
+        "    print('refused:', e)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert "layers 4" in out.stdout, out.stderr[-2000:]
+    assert "refused:" in out.stdout and "not in the local Hugging Face cache" in out.stdout
