@@ -84,7 +84,8 @@ class StageRun(Base):
     job_id: Mapped[str] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
     index: Mapped[int] = mapped_column(Integer)
     kind: Mapped[str] = mapped_column(String(32))
-    status: Mapped[str] = mapped_column(String(16), default="pending")  # pending|running|passed|failed-gate|failed|cancelled
+    # pending | running | passed | failed-gate | failed | cancelled
+    status: Mapped[str] = mapped_column(String(16), default="pending")
     started_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(TS, nullable=True)
     metrics: Mapped[dict | None] = mapped_column(JSON, nullable=True)
