@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import case, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, joinedload
 
 from ..db.base import utcnow
 from ..db.models import IdempotencyKey, Job, StageRun
@@ -18,10 +18,11 @@ CANCELLABLE = ("queued", "running", "cancelling")
 
 
 def get_job(session: Session, owner: str, job_id: str, *, fresh: bool = False) -> Job | None:
-    stmt = select(Job).where(Job.id == job_id, Job.owner == owner)
+    # one round trip: the stage rows come joined, not in a second SELECT (status polling is the hot path)
+    stmt = select(Job).options(joinedload(Job.stages)).where(Job.id == job_id, Job.owner == owner)
     if fresh:  # after a bulk UPDATE, the identity map may hold the old row
         stmt = stmt.execution_options(populate_existing=True)
-    return session.scalars(stmt).first()
+    return session.scalars(stmt).unique().first()
 
 
 def list_jobs(session: Session, owner: str, *, before_id: str | None, limit: int,

@@ -1,0 +1,180 @@
+"""Processes and rows for bench/api.py: the API and a worker as real subprocesses, a bare FastAPI app
+served the same way, and rows inserted straight into the database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from app.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+BARE_APP = """
+import json, os
+from fastapi import FastAPI
+app = FastAPI()
+BODY = json.loads(os.environ["BARE_BODY"])
+
+@app.get("/bare")
+def bare() -> dict:
+    return BODY
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 60) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+def rss_bytes(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+@contextlib.contextmanager
+def pg_database(kind: str, tmp: Path) -> Iterator[str]:
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'bench.db'}"
+        return
+    import sqlalchemy as sa
+
+    name = f"dbench_{uuid.uuid4().hex[:10]}"
+    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/postgres", isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+class Service:
+    """`distillery api` and `distillery worker` as subprocesses on one data dir, database and Redis db."""
+
+    def __init__(self, tmp: Path, database_url: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        (tmp / "models").mkdir(exist_ok=True)
+        self.settings = Settings(data_dir=tmp / "data", database_url=database_url,
+                                 redis_url="redis://127.0.0.1:6379/8", model_roots=[tmp / "models"])
+        self.env = {**os.environ, "DISTILLERY_DATA_DIR": str(self.settings.data_dir), "DATABASE_URL": database_url,
+                    "REDIS_URL": self.settings.redis_url, "DISTILLERY_MODEL_ROOTS": f'["{tmp / "models"}"]',
+                    "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+        self.procs: list[subprocess.Popen] = []
+        self.owner, self.headers = "", {}
+
+    def __enter__(self) -> Service:
+        import redis
+
+        redis.Redis.from_url(self.settings.redis_url).flushdb()
+        cli = [sys.executable, "-m", "app.cli"]
+        api = subprocess.Popen([*cli, "api", "--port", str(self.port)], env=self.env, cwd=ROOT,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.procs.append(api)
+        wait_http(f"{self.url}/healthz")
+        self.pid = api.pid
+        self.procs.append(subprocess.Popen([*cli, "worker", "--queue", "cpu", "--loglevel", "WARNING"], env=self.env,
+                                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        time.sleep(3)  # let the worker connect before the first submission
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for proc in reversed(self.procs):
+            proc.terminate()
+            try:
+                proc.wait(20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+
+
+@contextlib.contextmanager
+def bare_app_server(body: dict) -> Iterator[str]:
+    import json
+    import tempfile
+
+    port = free_port()
+    folder = Path(tempfile.mkdtemp())
+    (folder / "bare_app.py").write_text(BARE_APP)
+    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
+                             "--log-level", "warning", "--no-access-log"], cwd=folder,
+                            env={**os.environ, "BARE_BODY": json.dumps(body)})
+    try:
+        wait_http(f"http://127.0.0.1:{port}/bare")
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(20)
+
+
+def new_key(settings: Settings) -> tuple[str, dict]:
+    from app.auth import create_key
+    from app.db.base import session_scope
+
+    with session_scope(settings.sqlalchemy_url) as session:
+        _, secret = create_key(session, "bench", "bench")
+    return "bench", {"Authorization": f"Bearer {secret}"}
+
+
+def insert_job(settings: Settings, owner: str) -> str:
+    from app.db.base import new_id, session_scope
+    from app.db.models import Job, StageRun
+
+    job_id = new_id("job")
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.add(Job(id=job_id, owner=owner, status="running", queue="cpu", request={"task": "feature-extraction"},
+                        recipe={}, current_stage="0:distill",
+                        progress={"stage": "0:distill", "step": 120, "total": 300, "loss": 0.04}))
+        session.add(StageRun(job_id=job_id, index=0, kind="distill", status="running"))
+    return job_id
+
+
+def insert_artifact(settings: Settings, owner: str, size: int) -> tuple[str, Path]:
+    import hashlib
+
+    from app.db.base import new_id, session_scope
+    from app.db.models import Artifact, Job
+
+    job_id = new_id("job")
+    path = settings.data_dir / "bench" / "big.bin"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    block = os.urandom(1 << 20)
+    with open(path, "wb") as fh:
+        for _ in range(size // len(block)):
+            fh.write(block)
+            digest.update(block)
+    art_id = new_id("art")
+    with session_scope(settings.sqlalchemy_url) as session:
+        session.add(Job(id=job_id, owner=owner, status="succeeded", queue="cpu", request={}, recipe={}))
+        session.flush()
+        session.add(Artifact(id=art_id, job_id=job_id, owner=owner, name="big.bin", path="bench/big.bin",
+                             media_type="application/octet-stream", size_bytes=path.stat().st_size,
+                             sha256=digest.hexdigest()))
+    return art_id, path
