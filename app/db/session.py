@@ -7,16 +7,9 @@ from collections.abc import Iterator
 from fastapi import Request
 from sqlalchemy.orm import Session
 
-from .base import _factory
+from .base import session_scope
 
 
 def get_session(request: Request) -> Iterator[Session]:
-    session = _factory(request.app.state.settings.sqlalchemy_url)()
-    try:
+    with session_scope(request.app.state.settings.sqlalchemy_url) as session:
         yield session
-        session.commit()
-    except BaseException:
-        session.rollback()
-        raise
-    finally:
-        session.close()

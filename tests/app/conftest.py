@@ -6,7 +6,6 @@ from __future__ import annotations
 import socket
 import threading
 import time
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,39 +16,17 @@ import redis
 from app.db.base import session_scope
 from app.db.migrate import upgrade
 from app.settings import Settings
+from tests.databases import postgres_up, temporary_database
 
-PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 REDIS_URL = "redis://127.0.0.1:6379/9"  # a database of its own, flushed per test
-
-
-def _postgres_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 5432), timeout=1):
-            return True
-    except OSError:
-        return False
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'distillery.db'}"
-        return
-    if not _postgres_up():
+    if request.param == "postgres" and not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
-    import sqlalchemy as sa
-
-    name = f"dtest_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from app.db.base import get_engine
-
-    get_engine.cache_clear()  # close pooled connections before dropping
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(request.param, tmp_path) as url:
+        yield url
 
 
 @pytest.fixture

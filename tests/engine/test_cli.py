@@ -64,6 +64,7 @@ def test_every_task_distils_through_the_cli(task, request, data, write_recipe, t
     assert row["retention"] is not None and row["retention"] > 0
     assert teacher["tasks"][name]["retention"] == pytest.approx(1.0)
     assert stage["reload_max_abs_diff"] is not None and stage["reload_max_abs_diff"] < 1e-3
+    assert stage["device"] == "cpu" == report["device"]
 
     # The artifact loads with plain transformers and matches the manifest's hashes.
     manifest = json.loads((out / "manifest.json").read_text())

@@ -28,7 +28,7 @@ from app.db.migrate import upgrade
 from app.db.models import Artifact, Event, Job, StageRun
 from app.settings import Settings
 from tests import fixtures
-from tests.app.conftest import PG_ADMIN, _postgres_up
+from tests.databases import postgres_up, temporary_database
 
 ROOT = Path(__file__).resolve().parents[2]
 # A Redis database of its own: the API tests flush db 9 per test, which would drop queued messages here.
@@ -40,24 +40,10 @@ QUANTIZE = {"kind": "quantize", "method": "int8-dynamic"}
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory) -> Iterator[str]:
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path_factory.mktemp('db') / 'distillery.db'}"
-        return
-    if not _postgres_up():
+    if request.param == "postgres" and not postgres_up():
         pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
-    import sqlalchemy as sa
-
-    name = f"dwtest_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield f"postgresql+psycopg://postgres@127.0.0.1:5432/{name}"
-    from app.db.base import get_engine
-
-    get_engine.cache_clear()
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    with temporary_database(request.param, tmp_path_factory.mktemp("db"), prefix="dwtest") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")

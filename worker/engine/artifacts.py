@@ -109,7 +109,9 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu"):
             from .stages.quantize import rebuild_quantized
 
             model = rebuild_quantized(model, q)
-            state = torch.load(path / STATE_DICT, map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch's quantized-tensor unpickling uses TypedStorage
+                warnings.filterwarnings("ignore", message="TypedStorage is deprecated")
+                state = torch.load(path / STATE_DICT, map_location="cpu", weights_only=True)
             model.load_state_dict(state, assign=True)
         else:
             state = _load_safetensors(path)

@@ -129,6 +129,7 @@ def run(
                     evaluation = evaluator.evaluate(candidate, label, cand_dir)
                 row = {
                     "index": stage.index, "kind": stage.config.kind, "recipe_sha256": rhash,
+                    "device": str(candidate.device),  # where the stage's candidate ran (int8-dynamic: cpu)
                     "duration_s": round(time.perf_counter() - t0, 3), "details": stage.describe(),
                     "evaluation": evaluation, "gate": check_gates(evaluation["tasks"], recipe.gates),
                     "reload_max_abs_diff": verified,
