@@ -170,7 +170,7 @@ def update_job(settings: Settings, job_id: str, **values) -> None:
 
 
 def wait_for(settings: Settings, job_id: str, statuses: tuple[str, ...] = ("succeeded", "failed", "cancelled"),
-             timeout: float = 90, worker: WorkerProc | None = None) -> Job:
+             timeout: float = 180, worker: WorkerProc | None = None) -> Job:
     deadline = time.time() + timeout
     while time.time() < deadline:
         job = get_job(settings, job_id)
@@ -181,7 +181,8 @@ def wait_for(settings: Settings, job_id: str, statuses: tuple[str, ...] = ("succ
     raise AssertionError(f"job {job_id} stayed {job.status} (wanted {statuses})\n{log}")
 
 
-def wait_until(predicate, timeout: float = 60, what: str = "condition") -> None:
+def wait_until(predicate, timeout: float = 180, what: str = "condition") -> None:
+    # generous: it returns as soon as the condition holds; a loaded machine only makes it wait longer
     deadline = time.time() + timeout
     while not predicate():
         if time.time() > deadline:
