@@ -64,7 +64,11 @@ def pg_database(kind: str, tmp: Path):
 class Service:
     """`distillery api` and `distillery worker` as subprocesses on one data dir, database and Redis db."""
 
-    def __init__(self, tmp: Path, database_url: str) -> None:
+    def __init__(self, tmp: Path, database_url: str, *, workers: int = 1,
+                 worker_env: dict[str, str] | None = None) -> None:
+        """`workers` separate `distillery worker` commands (as on separate hosts), each with `worker_env` added
+        to its environment (OMP_NUM_THREADS, say)."""
+        self.workers, self.worker_env = workers, worker_env or {}
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         (tmp / "models").mkdir(exist_ok=True)
@@ -86,10 +90,27 @@ class Service:
         self.procs.append(api)
         wait_http(f"{self.url}/healthz")
         self.pid = api.pid
-        self.procs.append(subprocess.Popen([*cli, "worker", "--queue", "cpu", "--loglevel", "WARNING"], env=self.env,
-                                           cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        time.sleep(3)  # let the worker connect before the first submission
+        for _ in range(self.workers):
+            self.procs.append(subprocess.Popen([*cli, "worker", "--queue", "cpu", "--loglevel", "WARNING"],
+                                               env={**self.env, **self.worker_env}, cwd=ROOT,
+                                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        try:
+            self.wait_workers()  # every worker consumes before the first submission
+        except BaseException:
+            self.__exit__()
+            raise
         return self
+
+    def wait_workers(self, timeout: float = 120) -> None:
+        """Until every Celery worker process answers a broadcast ping (it then consumes from its queue)."""
+        from worker.celery_app import make_celery
+
+        app = make_celery(self.settings)
+        deadline = time.time() + timeout
+        while len(app.control.ping(timeout=1.0)) < self.workers:
+            if time.time() > deadline or any(p.poll() is not None for p in self.procs):
+                raise RuntimeError(f"{self.workers} worker(s) did not start")
+        app.close()
 
     def __exit__(self, *exc) -> None:
         for proc in reversed(self.procs):

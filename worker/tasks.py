@@ -3,6 +3,7 @@ re-reads everything from the database (the message may be stale, duplicated or r
 
 from __future__ import annotations
 
+import gc
 import logging
 
 from celery import signals
@@ -30,4 +31,8 @@ def _stop_running_job(**_: object) -> None:
 @signals.worker_ready.connect
 def _ready(**_: object) -> None:
     supervisor.watch_parent()  # a worker started by `distillery serve`/`worker` ends when its parent dies
+    # Move everything imported so far (torch, transformers: long-lived) out of the collector's sight, so the
+    # full collection after each job only walks what the job allocated (0.23 s -> under 1 ms per job).
+    gc.collect()
+    gc.freeze()
     log.info("distillery worker ready")

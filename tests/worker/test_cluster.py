@@ -1,0 +1,201 @@
+"""Two Celery workers on one queue, sharing Redis, PostgreSQL and (until the S3-compatible store exists) the
+data directory: jobs spread over both, and a worker killed with SIGKILL mid-stage loses no job and runs
+none twice: its job is reclaimed by the other worker once the lease lapses, and resumes from its last
+finished stage.
+
+No API process runs here, so the test runs the reconciler itself (the API's thread, every
+settings.reconcile_seconds). The worker subprocesses are `celery ... worker` itself, not `distillery worker`:
+a SIGKILL then leaves nobody to hand the job back (the supervisor's child would shut down warm instead).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import tarfile
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from sqlalchemy import select
+
+from app.db.base import session_scope
+from app.db.models import Job
+from distillery import load_artifact
+from worker.celery_app import enqueue_job
+from worker.lease import aware
+from worker.reconciler import start_reconciler
+
+from .conftest import DISTILL, QUANTIZE, WorkerProc, get_job, job_artifacts, job_events, make_job, wait_for
+
+# PostgreSQL is the production database of a cluster; SQLite would only add a minute of the same checks.
+pytestmark = pytest.mark.parametrize("database_url", [
+    pytest.param("sqlite", marks=pytest.mark.skip(reason="a cluster shares PostgreSQL; SQLite serves one host "
+                                                          "(`distillery serve`), and this file must stay short")),
+    "postgres",
+], indirect=True)
+
+# Stage 1 trains under a time budget: a window of a few seconds in which its worker is surely mid-stage.
+SLOW = {**DISTILL, "student": {"num_layers": 1}, "epochs": 1000, "time_budget_s": 3}
+ARTIFACTS = {"model.tar", "report.json", "manifest.json"}
+
+
+def pid_of(lease_owner: str) -> int:
+    return int(lease_owner.rsplit(":", 2)[1])  # worker/lease.py new_owner(): host:pid:nonce
+
+
+class Cluster:
+    """Two workers on the cpu queue, the reconciler, and a watcher that records every lease owner it sees
+    (a finished job's row no longer names its worker)."""
+
+    def __init__(self, settings) -> None:
+        self.settings = settings
+        with ThreadPoolExecutor(2) as pool:  # the two workers import torch at the same time
+            starting = [pool.submit(WorkerProc, settings, "cpu") for _ in range(2)]
+        started = [f.result() for f in starting if f.exception() is None]
+        if len(started) < 2:
+            for w in started:
+                w.stop()
+            raise next(f.exception() for f in starting if f.exception() is not None)
+        self.workers: list[WorkerProc] = started
+        self.owners: dict[str, set[int]] = {}
+        self.stop = threading.Event()
+        self.reconciler = start_reconciler(settings, self.stop)
+        self.watcher = threading.Thread(target=self._watch, daemon=True)
+        self.watcher.start()
+
+    def _watch(self) -> None:
+        while not self.stop.wait(0.05):
+            with session_scope(self.settings.sqlalchemy_url) as session:
+                rows = session.execute(select(Job.id, Job.lease_owner).where(Job.lease_owner.is_not(None))).all()
+            for job_id, owner in rows:
+                self.owners.setdefault(job_id, set()).add(pid_of(owner))
+
+    def pids(self) -> list[int]:
+        return [w.proc.pid for w in self.workers]
+
+    def logs(self) -> str:
+        return "\n".join(f"--- worker {w.proc.pid}\n{w.text()[-3000:]}" for w in self.workers)
+
+    def close(self) -> None:
+        self.stop.set()
+        self.watcher.join(5)
+        self.reconciler.join(10)
+        for w in self.workers:
+            w.stop()
+
+
+@pytest.fixture
+def cluster(settings) -> Iterator[Cluster]:
+    c = Cluster(settings)
+    yield c
+    c.close()
+
+
+def submit(settings, n: int, stages: list[dict]) -> list[str]:
+    ids = [make_job(settings, stages) for _ in range(n)]
+    for job_id in ids:
+        enqueue_job(settings, job_id, "cpu")
+    return ids
+
+
+def check_ran_once(settings, job_id: str, tmp_path, attempts: int) -> Job:
+    """Succeeded, its last stage and its finish recorded once, events in order, artifacts whole."""
+    job = get_job(settings, job_id)
+    assert job.status == "succeeded", (job_id, job.failure_code, job.failure_message)
+    assert job.attempts == attempts and job.lease_owner is None and job.finished_at is not None
+    assert all(s.status == "passed" for s in job.stages)
+    # every stage says where it ran (the report, not the worker, knows the device)
+    assert job.report["device"] and all(row.get("device") for row in job.report["stages"])
+
+    events = job_events(settings, job_id)
+    seqs = [e.seq for e in events]
+    assert seqs == list(range(1, len(seqs) + 1)), seqs  # strictly increasing, no gap, across attempts
+    pairs = [(e.stage, e.message) for e in events]
+    last = f"{len(job.stages) - 1}:quantize"
+    assert pairs.count(("job", "succeeded")) == 1 and pairs[-1] == ("job", "succeeded")
+    assert pairs.count((last, "starting")) == 1 and pairs.count(("final", "succeeded")) == 1
+    assert [m for s, m in pairs if s == "job" and m.startswith("started")] == [
+        f"started (attempt {i})" for i in range(1, attempts + 1)]
+
+    arts = job_artifacts(settings, job_id)
+    assert sorted(a.name for a in arts) == sorted(ARTIFACTS)  # one row per name: the tar was recorded once
+    for a in arts:
+        path = settings.data_dir / a.path
+        assert a.size_bytes == path.stat().st_size
+        assert a.sha256 == hashlib.sha256(path.read_bytes()).hexdigest(), (job_id, a.name)
+    tar = next(a for a in arts if a.name == "model.tar")
+    target = tmp_path / job_id
+    with tarfile.open(settings.data_dir / tar.path) as fh:
+        fh.extractall(target, filter="data")
+    model, tokenizer = load_artifact(target / "model")
+    assert model is not None and tokenizer is not None
+    return job
+
+
+def test_two_workers_share_the_queue(settings, cluster, tmp_path):
+    t0 = time.time()
+    ids = submit(settings, 6, [DISTILL, QUANTIZE])
+    for job_id in ids:
+        wait_for(settings, job_id, timeout=120, worker=cluster.workers[0])
+    elapsed = time.time() - t0
+    for job_id in ids:
+        check_ran_once(settings, job_id, tmp_path, attempts=1)
+    held = {job_id: cluster.owners.get(job_id, set()) for job_id in ids}
+    assert all(len(pids) == 1 for pids in held.values()), held  # each job seen under one worker only
+    per_worker = {pid: sum(pid in pids for pids in held.values()) for pid in cluster.pids()}
+    assert all(n >= 1 for n in per_worker.values()), (per_worker, cluster.logs())
+    print(f"6 jobs on two workers in {elapsed:.1f} s; jobs per worker {sorted(per_worker.values())}")
+
+
+def test_a_worker_killed_mid_stage_loses_no_job_and_runs_none_twice(settings, cluster, tmp_path):
+    ids = submit(settings, 4, [DISTILL, SLOW, QUANTIZE])
+
+    def victim() -> Job | None:
+        for job_id in ids:
+            job = get_job(settings, job_id)
+            if job.lease_owner and any(e.stage == "1:distill" and e.message == "training"
+                                       for e in job_events(settings, job_id)):
+                return job
+        return None
+
+    deadline = time.time() + 60
+    while (target := victim()) is None:
+        assert time.time() < deadline, f"no job reached stage 1\n{cluster.logs()}"
+        time.sleep(0.1)
+    dead = next(w for w in cluster.workers if w.proc.pid == pid_of(target.lease_owner))
+    survivor = next(w for w in cluster.workers if w is not dead)
+    dead.kill()  # SIGKILL mid-stage: no warm shutdown, no hand-back; the acks_late message stays unacked
+    t_kill = time.time()
+
+    before = get_job(settings, target.id)
+    assert before.status == "running" and before.lease_owner == target.lease_owner
+    assert [s.status for s in sorted(before.stages, key=lambda s: s.index)] == ["passed", "running", "pending"]
+    stage0 = min(before.stages, key=lambda s: s.index)
+
+    for job_id in ids:
+        wait_for(settings, job_id, timeout=120, worker=survivor)
+    reclaimed = get_job(settings, target.id)
+    print(f"killed worker {dead.proc.pid}; its job finished on {survivor.proc.pid} "
+          f"{aware(reclaimed.finished_at).timestamp() - t_kill:.1f} s later")
+
+    for job_id in ids:
+        held_by_dead = dead.proc.pid in cluster.owners.get(job_id, set())
+        assert held_by_dead == (job_id == target.id), (job_id, cluster.owners)
+        check_ran_once(settings, job_id, tmp_path, attempts=2 if held_by_dead else 1)
+        if not held_by_dead:
+            assert cluster.owners[job_id] == {survivor.proc.pid}
+
+    # the reclaimed job resumed: stage 0 kept its checkpoint and timings, stage 1 ran again on the survivor
+    job = reclaimed
+    assert cluster.owners[job.id] == {dead.proc.pid, survivor.proc.pid}
+    assert [row.get("resumed") for row in job.report["stages"]] == [True, None, None]
+    resumed0 = min(job.stages, key=lambda s: s.index)
+    assert (resumed0.started_at, resumed0.finished_at) == (stage0.started_at, stage0.finished_at)
+    pairs = [(e.stage, e.message) for e in job_events(settings, job.id)]
+    assert pairs.count(("0:distill", "starting")) == 1 and ("0:distill", "resumed from checkpoint") in pairs
+    assert pairs.count(("1:distill", "starting")) == 2
+    # and only after its lease lapsed: never while the killed worker's claim was live
+    second = next(e for e in job_events(settings, job.id) if e.message == "started (attempt 2)")
+    assert aware(second.created_at) >= aware(before.lease_expires_at)
