@@ -17,13 +17,15 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS build
 ARG TORCH_INDEX=https://download.pytorch.org/whl/cpu
 ARG TORCH_SPEC="torch>=2.6,<3"
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_ROOT_USER_ACTION=ignore
 RUN python -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 
 # torch first, alone, from the index that decides its build (CPU or a CUDA version). The pin written
-# to /opt/venv/constraints.txt keeps the next step from swapping it for PyPI's build.
+# to /opt/venv/constraints.txt keeps the next step from swapping it for PyPI's build. DL3013 (pin
+# versions): the version is the build argument TORCH_SPEC, a range as in pyproject.toml.
 # hadolint ignore=DL3013
 RUN --mount=type=cache,target=/root/.cache/pip \
     pip install --index-url "${TORCH_INDEX}" "${TORCH_SPEC}" \
