@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+from sqlalchemy.exc import IntegrityError, OperationalError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from app.db.base import session_scope
@@ -100,10 +100,12 @@ class JobProgress:
         session.flush()  # a seq collision surfaces here, inside the retry loop
 
     def commit(self, events: list[ProgressEvent], extra: Callable[[Session], None] | None = None,
-               *, check_lease: bool = True) -> bool:
+               *, check_lease: bool = True, wait_for_db: float = 0.0) -> bool:
         """Write events (and run `extra` in the same transaction); retry on a seq collision. False when the
-        lease was lost."""
-        for attempt in range(5):
+        lease was lost. With `wait_for_db`, a database that cannot be reached is retried with backoff for that
+        many seconds (the writes that open and close a job must not be lost to a blip)."""
+        deadline, delay, collisions = time.monotonic() + wait_for_db, 0.25, 0
+        while True:
             try:
                 with session_scope(self.url) as session:
                     self.write(session, events, check_lease=check_lease)
@@ -115,11 +117,17 @@ class JobProgress:
                 self.on_lost()
                 return False
             except IntegrityError:
-                if attempt == 4:
+                collisions += 1
+                if collisions == 5:
                     raise
                 with session_scope(self.url) as session:
                     self.seq = max_seq(session, self.job_id)
-        return False
+            except OperationalError as exc:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("job %s: database unavailable, retrying in %.1f s: %s", self.job_id, delay, exc.orig)
+                time.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     def _flush(self) -> None:
         self.last_flush = time.monotonic()

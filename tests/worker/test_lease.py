@@ -9,6 +9,7 @@ import threading
 import time
 from datetime import timedelta
 
+import pytest
 import redis
 
 from app.db.base import session_scope, utcnow
@@ -175,3 +176,31 @@ def test_the_model_tar_is_deterministic(tmp_path):
     assert [m.name for m in members] == ["model", "model/a.bin", "model/b.json", "model/sub", "model/sub/c.txt"]
     assert all(m.mtime == 1_700_000_000 and m.uid == 0 and m.uname == "" for m in members)
     assert not list(tmp_path.glob("*.partial"))
+
+
+def test_commit_waits_out_a_database_blip_when_asked(settings, tmp_path, monkeypatch):
+    """The writes that open and close a job retry an unreachable database with backoff; others do not."""
+    from sqlalchemy.exc import OperationalError
+
+    from worker import progress_db
+
+    job_id = make_job(settings)
+    assert _claim(settings, job_id, "me") is Claim.CLAIMED
+    progress = JobProgress(settings.sqlalchemy_url, job_id, "me", tmp_path)
+    real, failures = progress_db.session_scope, {"left": 2}
+
+    def flaky(url):
+        if failures["left"]:
+            failures["left"] -= 1
+            raise OperationalError("SELECT 1", {}, Exception("connection refused"))
+        return real(url)
+
+    monkeypatch.setattr(progress_db, "session_scope", flaky)
+    with pytest.raises(OperationalError):  # no wait asked: the caller decides (the flush keeps its events)
+        progress.commit([ProgressEvent("job", "no wait")])
+    failures["left"] = 2
+    assert progress.commit([ProgressEvent("job", "started")], wait_for_db=10)
+    assert [e.message for e in job_events(settings, job_id)][-1] == "started"
+    failures["left"] = 1000
+    with pytest.raises(OperationalError):  # a database that stays away is not waited for forever
+        progress.commit([ProgressEvent("job", "never")], wait_for_db=0.5)
