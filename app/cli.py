@@ -201,6 +201,22 @@ def cmd_keys_revoke(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_gc(args: argparse.Namespace) -> int:
+    from .gc import run_gc
+
+    settings = _service_settings(args)
+    migrate(settings.sqlalchemy_url)
+    removed = run_gc(settings, older_than_days=args.older_than_days, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for kind, items in (("artifact", removed.artifacts), ("dataset", removed.datasets), ("model", removed.models),
+                        ("object", removed.objects)):
+        for item in items:
+            print(f"{verb} {kind} {item}")
+    print(f"{verb} {len(removed.artifacts)} artifacts, {len(removed.datasets)} datasets, {len(removed.models)} "
+          f"models, {len(removed.objects)} store objects", file=sys.stderr)
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     from .embedded import serve
 
@@ -239,6 +255,13 @@ def _add_service_commands(sub) -> None:
     p.add_argument("--concurrency", type=int, default=1, help="worker processes when --gpus is not given")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)
+
+    p = sub.add_parser("gc", help="remove uploads and job outputs older than the retention (DISTILLERY_RETENTION_"
+                                  "DAYS) that no queued or running job needs")
+    p.add_argument("--older-than-days", type=float, help="override the retention for this run")
+    p.add_argument("--dry-run", action="store_true", help="print what would be removed; remove nothing")
+    p.add_argument("--data-dir", help="the data directory of a `distillery serve` (its SQLite database)")
+    p.set_defaults(func=cmd_gc)
 
     keys = sub.add_parser("keys", help="manage API keys (stored hashed; a secret is shown once)")
     ksub = keys.add_subparsers(dest="keys_command", required=True)

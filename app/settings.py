@@ -7,7 +7,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AliasChoices, Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -34,6 +34,17 @@ class Settings(BaseSettings):
     job_time_limit: int = Field(6 * 3600 + 300, description="seconds before a job's worker is killed")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
+    store: Literal["local", "s3"] = Field("local", description="where uploads and job outputs live: data_dir "
+                                          "(local), or an S3-compatible bucket shared by every machine (s3)")
+    s3_bucket: str = Field("distillery", description="the bucket (store s3)")
+    s3_prefix: str = Field("", description="a key prefix inside the bucket, e.g. prod/")
+    s3_endpoint_url: str | None = Field(None, description="a MinIO or other S3-compatible endpoint; unset for "
+                                                          "AWS. Credentials: the standard AWS_* variables")
+    s3_presign: bool = Field(False, description="answer artifact downloads with a 307 to a presigned URL")
+    s3_multipart_threshold: int = Field(64 * 1024**2, ge=1,
+                                        description="files from this size up are uploaded in parts")
+    retention_days: float = Field(30, gt=0, description="`distillery gc` removes uploads and job outputs older "
+                                                       "than this that no live job needs")
 
     @field_validator("model_roots", mode="before")
     @classmethod
@@ -60,6 +71,10 @@ class Settings(BaseSettings):
     @property
     def jobs_dir(self) -> Path:
         return self.data_dir / "jobs"
+
+    @property
+    def remote_store(self) -> bool:
+        return self.store != "local"
 
 
 @lru_cache

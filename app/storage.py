@@ -13,7 +13,9 @@ import hashlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 
@@ -77,6 +79,8 @@ class SizedWriter:
 
 
 class LocalStore:
+    """The default store: a directory (data_dir) on this machine, or one shared by every machine."""
+
     def __init__(self, root: Path) -> None:
         self.root = Path(os.path.realpath(root))
 
@@ -117,3 +121,62 @@ class LocalStore:
             shutil.rmtree(path, ignore_errors=True)
         else:
             path.unlink(missing_ok=True)
+
+    # ---- the Store protocol (app/store.py): keys are paths relative to the root, today's layout ----
+
+    def put_file(self, local: Path, key: str) -> None:
+        dest = self.path(key)
+        if Path(os.path.realpath(local)) == dest:
+            return  # already in place: the common case (uploads and job outputs are written under the root)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = dest.with_name(f".{dest.name}.{secrets.token_hex(6)}.part")
+        shutil.copyfile(local, tmp)
+        os.replace(tmp, dest)
+
+    def get_file(self, key: str, local: Path) -> Path:
+        src = self.path(key)
+        if not src.is_file():
+            raise FileNotFoundError(key)
+        if Path(os.path.realpath(local)) != src:
+            local.parent.mkdir(parents=True, exist_ok=True)
+            tmp = local.with_name(f".{local.name}.{secrets.token_hex(6)}.part")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, local)
+        return local
+
+    def size(self, key: str) -> int | None:
+        try:
+            path = self.path(key)
+        except StoreError:
+            return None
+        return path.stat().st_size if path.is_file() else None
+
+    def open_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
+        """[start, end) in chunks: a plain generator, pulled by StreamingResponse in a worker thread."""
+        path = self.path(key)
+        with open(path, "rb") as fh:
+            fh.seek(start)
+            remaining = end - start
+            while remaining > 0:
+                chunk = fh.read(min(CHUNK, remaining))
+                if not chunk:
+                    raise RuntimeError(f"{path} is shorter than its recorded size")
+                remaining -= len(chunk)
+                yield chunk
+
+    def delete(self, key: str) -> None:
+        self.discard(self.path(key))
+
+    def list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
+        base = self.root / prefix
+        top = base if base.is_dir() else base.parent
+        if not top.is_dir():
+            return
+        for p in sorted(top.rglob("*")):
+            key = p.relative_to(self.root).as_posix()
+            if p.is_file() and not p.is_symlink() and key.startswith(prefix):
+                st = p.stat()
+                yield key, st.st_size, datetime.fromtimestamp(st.st_mtime, UTC)
+
+    def presign(self, key: str, filename: str) -> str | None:
+        return None  # served by the API itself

@@ -1,7 +1,7 @@
 """Scale-out benchmark: N CPU-light jobs through one worker against the same N through two workers, in the
 same run, on one database and one broker (the production shape: `distillery api` and separate
-`distillery worker` commands sharing PostgreSQL, Redis and, until the S3-compatible store exists, the data
-directory).
+`distillery worker` commands sharing PostgreSQL, Redis and the data directory: the default local store;
+tests/worker/test_cluster.py runs workers with separate directories on the S3 store).
 
 Configurations, each with a fresh API, fresh workers and one warm-up job per worker (a worker's first job
 pays lazy imports), then N measured jobs:

@@ -47,3 +47,12 @@ def write_recipe(tmp_path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """One moto S3 server for the session (tests/s3.py); each test makes its own bucket with new_bucket."""
+    from tests.s3 import moto_server
+
+    with moto_server() as url:
+        yield url

@@ -24,11 +24,13 @@ CLUSTER_DOC = ROOT / "docs" / "cluster.md"
 
 WORKERS = ("worker-cpu", "worker-gpu")
 DISTILLERY_SERVICES = ("migrate", "api", *WORKERS)  # the services that run the Distillery image
-LONG_RUNNING = ("api", *WORKERS, "postgres", "redis")
+LONG_RUNNING = ("api", *WORKERS, "postgres", "redis", "minio")
 DATA_DIR = "DISTILLERY_DATA_DIR"
 # settings that must agree between the API and every worker (the broker's visibility timeout, leases)
 SHARED_SETTINGS = ("DATABASE_URL", "REDIS_URL", DATA_DIR, "DISTILLERY_LEASE_SECONDS", "DISTILLERY_MAX_ATTEMPTS",
-                   "DISTILLERY_JOB_SOFT_TIME_LIMIT", "DISTILLERY_JOB_TIME_LIMIT", "DISTILLERY_RECONCILE_SECONDS")
+                   "DISTILLERY_JOB_SOFT_TIME_LIMIT", "DISTILLERY_JOB_TIME_LIMIT", "DISTILLERY_RECONCILE_SECONDS",
+                   "DISTILLERY_STORE", "DISTILLERY_S3_ENDPOINT_URL", "DISTILLERY_S3_BUCKET", "DISTILLERY_S3_PREFIX",
+                   "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
 
 
 @pytest.fixture(scope="module")
@@ -86,7 +88,7 @@ def depends_on(service: dict) -> dict[str, str]:
 
 
 def test_compose_names_every_service_of_the_cluster(services):
-    assert set(services) >= {"api", "worker-cpu", "worker-gpu", "postgres", "redis", "migrate"}
+    assert set(services) >= {"api", "worker-cpu", "worker-gpu", "postgres", "redis", "migrate", "minio", "minio-init"}
 
 
 def test_plain_up_runs_the_cluster_without_a_gpu(services):
@@ -111,6 +113,7 @@ def test_long_running_services_have_a_healthcheck(services, name):
 def test_healthchecks_probe_the_right_thing(services):
     assert "pg_isready" in " ".join(services["postgres"]["healthcheck"]["test"])
     assert "redis-cli ping" in " ".join(services["redis"]["healthcheck"]["test"])
+    assert "mc ready local" in " ".join(services["minio"]["healthcheck"]["test"])
     api_check = " ".join(services["api"]["healthcheck"]["test"])
     assert "/readyz" in api_check or "/healthz" in api_check
     for name in WORKERS:
@@ -150,10 +153,14 @@ def test_cuda_only_in_the_gpu_worker_image(services):
 
 def test_api_starts_after_the_migrations_and_healthy_stores(services):
     assert depends_on(services["api"]) == {"migrate": "service_completed_successfully",
-                                           "postgres": "service_healthy", "redis": "service_healthy"}
+                                           "postgres": "service_healthy", "redis": "service_healthy",
+                                           "minio-init": "service_completed_successfully"}
+    assert depends_on(services["minio-init"]) == {"minio": "service_healthy"}
+    assert services["minio-init"].get("restart", "no") == "no", "a one-shot service must not restart"
     for name in WORKERS:
         deps = depends_on(services[name])
         assert deps.get("migrate") == "service_completed_successfully", name
+        assert deps.get("minio-init") == "service_completed_successfully", name
         assert deps.get("postgres") == "service_healthy" and deps.get("redis") == "service_healthy", name
 
 
@@ -172,15 +179,15 @@ def test_migrate_runs_alembic_once_where_alembic_ini_is(services):
     assert same_path, f"the runtime stage does not copy {workdir} from the build stage to the same path"
 
 
-def test_api_and_workers_share_the_data_volume_and_the_stores(compose, services):
+def test_api_and_workers_share_the_stores_and_no_volume(compose, services):
+    """Workers need only the database, the broker and the object store: each has a data volume of its own
+    (a cache), as a worker on another machine would."""
     api_env = environment(services["api"])
     data_dir = api_env[DATA_DIR]
-    api_volume = mounts(services["api"]).get(data_dir)
-    assert api_volume in compose.get("volumes", {}), f"{data_dir} must be a named volume in the API"
-    for name in WORKERS:
-        env = environment(services[name])
-        assert env[DATA_DIR] == data_dir, name
-        assert mounts(services[name]).get(data_dir) == api_volume, f"{name} must mount {api_volume} at {data_dir}"
+    volumes = {name: mounts(services[name]).get(data_dir) for name in ("api", *WORKERS)}
+    assert all(v in compose.get("volumes", {}) for v in volumes.values()), volumes
+    assert len(set(volumes.values())) == len(volumes), f"each service needs its own volume at {data_dir}: {volumes}"
+    assert api_env["DISTILLERY_STORE"] == "s3"
     for name in DISTILLERY_SERVICES:
         env = environment(services[name])
         for key in SHARED_SETTINGS:
@@ -197,6 +204,14 @@ def test_store_urls_point_at_the_compose_services(services):
         pg["POSTGRES_USER"], pg["POSTGRES_PASSWORD"], pg["POSTGRES_DB"])
     broker = urlsplit(env["REDIS_URL"])
     assert broker.scheme == "redis" and broker.hostname == "redis"
+    s3 = urlsplit(env["DISTILLERY_S3_ENDPOINT_URL"])
+    assert s3.hostname == "minio" and s3.port == 9000
+    minio = environment(services["minio"])
+    assert (env["AWS_ACCESS_KEY_ID"], env["AWS_SECRET_ACCESS_KEY"]) == (minio["MINIO_ROOT_USER"],
+                                                                        minio["MINIO_ROOT_PASSWORD"])
+    init = " ".join(command(services["minio-init"]))
+    assert f"mc mb --ignore-existing store/{env['DISTILLERY_S3_BUCKET']}" in init
+    assert "http://minio:9000" in init
 
 
 def test_named_volumes_are_declared_and_stores_persist(compose, services):
@@ -207,6 +222,7 @@ def test_named_volumes_are_declared_and_stores_persist(compose, services):
                 assert source in declared, f"{name} mounts {source} at {target}, which is not declared"
     assert mounts(services["postgres"]).get("/var/lib/postgresql/data") in declared
     assert mounts(services["redis"]).get("/data") in declared
+    assert mounts(services["minio"]).get("/data") in declared
 
 
 def test_compose_config_is_valid_to_docker_compose():

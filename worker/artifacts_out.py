@@ -91,6 +91,12 @@ def collect(out_dir: Path, data_dir: Path, created_at: datetime, *, with_tar: bo
     return files
 
 
+def publish(store, data_dir: Path, files: list[FileInfo]) -> None:
+    """Put each file (its path under data_dir is its key) into the artifact store."""
+    for f in files:
+        store.put_file(data_dir / f.path, f.path)
+
+
 def record(session: Session, job_id: str, owner: str, files: list[FileInfo]) -> None:
     """One row per (job, name): a redelivered job updates its rows instead of adding more."""
     existing = {a.name: a for a in session.scalars(select(Artifact).where(Artifact.job_id == job_id))}

@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session
 from app.db.base import session_scope, utcnow
 from app.db.models import Job, StageRun
 from app.settings import Settings
-from worker import artifacts_out
+from app.store import fetch_inputs, get_store
+from worker import artifacts_out, checkpoints
 from worker.celery_app import clear_marker, enqueue_job
 from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, parse_recipe
 from worker.engine import run as run_engine
@@ -99,14 +100,26 @@ def run_job(settings: Settings, job_id: str) -> str:
 
 def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, lease: Lease) -> Outcome | None:
     roots = [settings.uploads_dir, *settings.model_roots]
-    ctx = RunContext(on_progress=progress, should_cancel=lease.should_cancel)
+    store = get_store(settings)
+    ctx = RunContext(on_progress=checkpoints.Uploader(store, settings.data_dir, out_dir, progress),
+                     should_cancel=lease.should_cancel)
     try:
+        # Inputs held in the store (relative paths) are fetched into this worker's data_dir, the engine's
+        # base_dir, and reused by later jobs; with the local store they are already there. So are the
+        # checkpoints of stages an earlier attempt finished, possibly on another machine.
+        fetch_inputs(store, settings.data_dir, job.recipe)
+        checkpoints.fetch(store, settings.data_dir, out_dir)
         result = run_engine(parse_recipe(job.recipe), out_dir, base_dir=settings.data_dir, roots=roots, ctx=ctx,
                             resume=True)
     except Cancelled:
         result = None  # stopped before the stages began (the runner reports those as a cancelled result)
     except EngineError as exc:
         return Outcome("failed", exc.code, str(exc))
+    except FileNotFoundError as exc:
+        if exc.filename is not None:  # a local file the engine did not check: not a store key
+            log.exception("job %s: internal error", job.id)
+            return Outcome("failed", "internal_error", f"{type(exc).__name__}: {exc}")
+        return Outcome("failed", "missing_input", f"an input is missing from the artifact store: {exc}")
     except SoftTimeLimitExceeded:  # Celery's own limit, under the prefork pool
         return Outcome("failed", "timeout", _timeout_message(settings))
     except Exception as exc:
@@ -159,6 +172,8 @@ def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, 
     if result is not None:
         files = artifacts_out.collect(out_dir, settings.data_dir, aware(job.created_at),
                                       with_tar=result.artifact is not None)
+        # Into the store before the rows that name them are committed (a no-op for the local store).
+        artifacts_out.publish(get_store(settings), settings.data_dir, files)
     now = utcnow()
 
     def finalise(session: Session) -> None:

@@ -15,7 +15,8 @@ from fastapi.responses import Response
 
 from ..errors import NotFound
 from ..repositories import artifacts as repo
-from ..storage import LocalStore, StoreError
+from ..storage import StoreError
+from ..store import get_store
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 from .ranges import file_response
@@ -45,7 +46,8 @@ def list_artifacts(job_id: str, owner: Owner, db: Db,
                              next_cursor=encode_cursor(rows[-1].id) if more else None)
 
 
-_DOWNLOAD_DESCRIPTION = """Streams the artifact from the store.
+_DOWNLOAD_DESCRIPTION = """Streams the artifact from the store; when the service presigns (S3 store), a GET answers 307
+with a short-lived presigned URL of the object store instead (HEAD still answers here).
 
 - `ETag` is strong: `"<sha256 of the content>"`. `If-None-Match` with it answers 304.
 - `Accept-Ranges: bytes`. One range per request (`bytes=a-b`, `bytes=a-`, `bytes=-n`) answers 206 with
@@ -74,6 +76,8 @@ _DOWNLOAD_DESCRIPTION = """Streams the artifact from the store.
             "schema": {"type": "string", "format": "binary"}}},
               "headers": {"Content-Range": {"schema": {"type": "string"}, "description": "bytes a-b/size"}}},
         304: {"description": "If-None-Match matched the ETag"},
+        307: {"description": "the S3 store presigns downloads: fetch the Location (it honours Range)",
+              "headers": {"Location": {"schema": {"type": "string"}}}},
         **problems(401, 404, 416, 422),
     },
 )
@@ -83,14 +87,21 @@ def download_artifact(artifact_id: str, request: Request, owner: Owner, db: Db, 
         raise NotFound(f"no artifact {artifact_id}")
     # Release the connection now: the request's session would otherwise be held for the whole transfer.
     db.close()
+    store = get_store(settings)
     try:
-        path = LocalStore(settings.data_dir).path(row.path)
-        size = path.stat().st_size if path.is_file() else -1
+        size = store.size(row.path)
     except StoreError:
-        size = -1
+        size = None
     if size != row.size_bytes:
         # The row outlived its file, or points outside the store: a fault of ours, but nothing to serve.
         log.error("artifact %s: file %s missing, outside the store or of the wrong size", row.id, row.path)
         raise NotFound(f"the content of artifact {artifact_id} is not available")
+    url = store.presign(row.path, row.name) if request.method == "GET" else None
+    if url is not None and "if-none-match" not in request.headers:
+        # The bytes come straight from the object store; the store answers Range itself. HEAD stays here, so
+        # the ETag and size are the API's.
+        return Response(status_code=307, headers={"Location": url, "ETag": f'"{row.sha256}"',
+                                                  "Cache-Control": "private"})
     return file_response(method=request.method, headers=request.headers,
-                         path=path, size=size, sha256=row.sha256, media_type=row.media_type, filename=row.name)
+                         read=lambda start, end: store.open_range(row.path, start, end), size=size,
+                         sha256=row.sha256, media_type=row.media_type, filename=row.name)

@@ -12,6 +12,7 @@ from ..errors import NotFound, Unprocessable
 from ..intake import DATASET_SUFFIXES, check_dataset
 from ..repositories import datasets as repo
 from ..storage import LocalStore
+from ..store import get_store
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 from .schemas_assets import DatasetOut, problems
@@ -64,9 +65,13 @@ async def create_dataset(request: Request, response: Response, owner: Owner, db:
         store.discard(staging)
         raise
     final = final_dir / form.filename
+    key = store.relative(final)  # the store key: the same relative path in every store
 
     def save() -> DatasetOut:
-        row = repo.add_dataset(db, id=dataset_id, owner=owner, name=name, path=store.relative(final),
+        # Into the shared store before the row exists (a no-op for the local store); the local copy stays, so
+        # that this machine can dry-run jobs that use the dataset without fetching it back.
+        get_store(settings).put_file(final, key)
+        row = repo.add_dataset(db, id=dataset_id, owner=owner, name=name, path=key,
                                kind=checked.kind, rows=checked.rows, columns=checked.columns,
                                size_bytes=form.file.size_bytes, sha256=form.file.sha256)
         db.commit()  # before answering: the session dependency commits only after the response is sent

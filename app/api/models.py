@@ -23,6 +23,7 @@ from ..intake import (
 from ..repositories import models as repo
 from ..settings import Settings
 from ..storage import LocalStore
+from ..store import get_store, upload_dir
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 from .schemas_assets import BundledSource, HubSource, LocalSource, ModelCreate, ModelOut, inline_schema, problems
@@ -112,8 +113,9 @@ async def _upload(request: Request, model_id: str, settings: Settings) -> tuple[
         final = store.promote(unpacked, store.uploads / "models" / model_id)
     finally:
         store.discard(staging)  # the archive itself is not kept: the unpacked directory is the model
-    return name, CheckedModel({"source": "local", "path": str(final)}, form.file.size_bytes,
-                              form.file.sha256), final
+    # A store reference, not this machine's path: workers elsewhere fetch the files by prefix.
+    prefix = f"{store.relative(final)}/"
+    return name, CheckedModel({"source": "store", "prefix": prefix}, form.file.size_bytes, form.file.sha256), final
 
 
 @router.post(
@@ -141,6 +143,8 @@ async def create_model(request: Request, response: Response, owner: Owner, db: D
     else:
         raise unsupported_media_type("application/json or multipart/form-data")
     def save() -> ModelOut:
+        if final is not None:  # the checked files go to the shared store (a no-op for the local one)
+            upload_dir(get_store(settings), final, checked.source["prefix"])
         row = repo.add_model(db, id=model_id, owner=owner, name=name, source=checked.source,
                              size_bytes=checked.size_bytes, sha256=checked.sha256)
         db.commit()  # before answering: the session dependency commits only after the response is sent

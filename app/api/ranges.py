@@ -15,15 +15,13 @@ would also match. The rules here:
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Iterator, Mapping
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from urllib.parse import quote
 
 from starlette.responses import Response, StreamingResponse
 
 from ..errors import RangeNotSatisfiable
 
-CHUNK = 256 * 1024
 # At most 19 digits: int() of a longer string is slow or refused, and no file is that large anyway.
 _RANGE = re.compile(r"^\s*bytes\s*=\s*(\d{0,19})\s*-\s*(\d{0,19})\s*$", re.IGNORECASE)
 _ASCII_SAFE = re.compile(r"[^\x20-\x7e]|[\"\\]")
@@ -69,28 +67,18 @@ def _tags(header: str) -> list[str]:
     return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
 
 
-def _read(path: Path, start: int, end: int) -> Iterator[bytes]:
-    # A plain generator: StreamingResponse pulls each chunk in a worker thread, so reads never block
-    # the event loop, and it stops pulling when the client goes away.
-    with open(path, "rb") as fh:
-        fh.seek(start)
-        remaining = end - start
-        while remaining > 0:
-            chunk = fh.read(min(CHUNK, remaining))
-            if not chunk:
-                raise RuntimeError(f"{path} is shorter than its recorded size")
-            remaining -= len(chunk)
-            yield chunk
-
-
 async def _nothing() -> AsyncIterator[bytes]:
     return
     yield b""  # pragma: no cover - makes this an (empty) async generator
 
 
-def file_response(*, method: str, headers: Mapping[str, str], path: Path, size: int, sha256: str, media_type: str,
-                  filename: str) -> Response:
-    """The response to a GET or HEAD of a stored file, given the request's (case-insensitive) headers."""
+def file_response(*, method: str, headers: Mapping[str, str], read: Callable[[int, int], Iterator[bytes]], size: int,
+                  sha256: str, media_type: str, filename: str) -> Response:
+    """The response to a GET or HEAD of a stored file, given the request's (case-insensitive) headers.
+
+    `read(start, end)` yields [start, end) in chunks (the store's open_range): a plain generator, which
+    StreamingResponse pulls in a worker thread, so reads never block the event loop, and it stops pulling
+    when the client goes away."""
     etag = f'"{sha256}"'
     common = {"ETag": etag, "Accept-Ranges": "bytes", "Cache-Control": "private",
               "Content-Disposition": content_disposition(filename)}
@@ -106,5 +94,5 @@ def file_response(*, method: str, headers: Mapping[str, str], path: Path, size: 
             status, (start, end) = 206, span
             common["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
     common["Content-Length"] = str(end - start)
-    body = _nothing() if method == "HEAD" else _read(path, start, end)
+    body = _nothing() if method == "HEAD" else read(start, end)
     return StreamingResponse(body, status_code=status, headers=common, media_type=media_type)

@@ -68,7 +68,8 @@ class ModelOut(BaseModel):
     id: str
     name: str
     source: dict[str, Any] = Field(description="the engine's model reference the worker resolves; an upload "
-                                   "is stored as a local directory under the service's uploads")
+                                   "is {source: store, prefix: uploads/models/<id>/}: its unpacked files in the "
+                                   "artifact store")
     size_bytes: int | None = Field(description="bytes of the uploaded archive, or of the local directory's "
                                    "files; null for a hub reference")
     sha256: str | None = Field(description="an upload: sha256 of the archive as sent; a local or bundled "

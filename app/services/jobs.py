@@ -11,7 +11,6 @@ import json
 import logging
 import shutil
 import uuid
-from pathlib import Path
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -28,6 +27,7 @@ from ..repositories import jobs as repo
 from ..repositories.datasets import get_dataset
 from ..repositories.models import get_model
 from ..settings import Settings
+from ..store import fetch_inputs, get_store
 
 log = logging.getLogger("distillery.jobs")
 
@@ -59,17 +59,12 @@ def get_job(session: Session, owner: str, job_id: str) -> Job:
 # ---- ids -> engine recipe ---------------------------------------------------------------------
 
 
-def _absolute(settings: Settings, path: str) -> str:
-    # Stored paths are relative to data_dir (the store's root); the worker's recipe must not depend on cwd.
-    p = Path(path)
-    return str(p if p.is_absolute() else (settings.data_dir / p).resolve())
-
-
-def _dataset_path(session: Session, settings: Settings, owner: str, dataset_id: str, field: str) -> str:
+def _dataset_path(session: Session, owner: str, dataset_id: str, field: str) -> str:
+    # A relative path is a store key: each worker fetches it into its own data_dir, the engine's base_dir.
     record = get_dataset(session, owner, dataset_id)
     if record is None:  # another owner's id reads exactly like an unknown one
         raise invalid(field, f"no dataset {dataset_id}", "unknown_dataset")
-    return _absolute(settings, record.path)
+    return record.path
 
 
 def build_recipe(session: Session, settings: Settings, owner: str, body: JobCreate) -> dict:
@@ -83,13 +78,13 @@ def build_recipe(session: Session, settings: Settings, owner: str, body: JobCrea
         if record is None:
             raise invalid("teacher.model", f"no model {teacher['model']}", "unknown_model")
         teacher = dict(record.source)
-        if teacher.get("path"):
-            teacher["path"] = _absolute(settings, teacher["path"])
+        if teacher.get("source") == "store":  # an upload: the engine reads it as a directory under base_dir
+            teacher = {"source": "local", "path": teacher["prefix"].rstrip("/")}
     recipe["teacher"] = teacher
     data = body.data
     recipe["data"] = {
-        "train": _dataset_path(session, settings, owner, data.train, "data.train") if data.train else None,
-        "eval": {name: _dataset_path(session, settings, owner, ds, f"data.eval.{name}")
+        "train": _dataset_path(session, owner, data.train, "data.train") if data.train else None,
+        "eval": {name: _dataset_path(session, owner, ds, f"data.eval.{name}")
                  for name, ds in data.eval.items()},
     }
     for index, stage in enumerate(body.stages):
@@ -112,10 +107,14 @@ def dry_run(settings: Settings, recipe: Recipe) -> None:
         planned = recipe.model_copy(update={"device": "cpu"})
     work_dir = settings.data_dir / "plans" / uuid.uuid4().hex
     try:
+        # Uploads are kept here since they were checked; another API replica fetches them from the store.
+        fetch_inputs(get_store(settings), settings.data_dir, recipe.model_dump(mode="json"))
         make_plan(planned, base_dir=settings.data_dir, roots=[settings.uploads_dir, *settings.model_roots],
                   work_dir=work_dir)
     except EngineError as exc:
         raise invalid(exc.field or "body", exc.message, exc.code) from None
+    except FileNotFoundError as exc:
+        raise invalid("body", f"an input is missing from the artifact store: {exc}", "missing_input") from None
     finally:
         shutil.rmtree(work_dir, ignore_errors=True)  # archives are unpacked here; the worker unpacks its own
 

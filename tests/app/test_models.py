@@ -81,7 +81,7 @@ def test_upload_archive(client, settings, tiny_bert):
     assert body["name"] == "uploaded"
     assert body["size_bytes"] == len(archive) and body["sha256"] == hashlib.sha256(archive).hexdigest()
     unpacked = settings.uploads_dir / "models" / body["id"]
-    assert body["source"] == {"source": "local", "path": str(unpacked.resolve())}
+    assert body["source"] == {"source": "store", "prefix": f"uploads/models/{body['id']}/"}
     assert (unpacked / "config.json").is_file() and (unpacked / "model.safetensors").is_file()
     assert leftovers(settings.uploads_dir / ".staging") == []  # the archive itself is not kept
 

@@ -69,7 +69,12 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DISTILLERY_MAX_ATTEMPTS": str(settings.max_attempts),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
+        "DISTILLERY_STORE": settings.store,
     })
+    if settings.store == "s3":  # credentials: the AWS_* variables tests/s3.py put in this environment
+        env.update({"DISTILLERY_S3_BUCKET": settings.s3_bucket, "DISTILLERY_S3_PREFIX": settings.s3_prefix,
+                    "DISTILLERY_S3_ENDPOINT_URL": settings.s3_endpoint_url or "",
+                    "DISTILLERY_S3_MULTIPART_THRESHOLD": str(settings.s3_multipart_threshold)})
     return env
 
 

@@ -1,5 +1,6 @@
-"""Two Celery workers on one queue, sharing Redis, PostgreSQL and (until the S3-compatible store exists) the
-data directory: jobs spread over both, and a worker killed with SIGKILL mid-stage loses no job and runs
+"""Two Celery workers on one queue, each with its own data directory, sharing only Redis, PostgreSQL and the
+S3 store (moto's S3-protocol server): they fetch the teacher and datasets from the bucket, put outputs and
+stage checkpoints there, and jobs spread over both, and a worker killed with SIGKILL mid-stage loses no job and runs
 none twice: its job is reclaimed by the other worker once the lease lapses, and resumes from its last
 finished stage.
 
@@ -22,12 +23,24 @@ from sqlalchemy import select
 
 from app.db.base import session_scope
 from app.db.models import Job
+from app.store import get_store, upload_dir
 from distillery import load_artifact
+from tests.s3 import new_bucket
 from worker.celery_app import enqueue_job
 from worker.lease import aware
 from worker.reconciler import start_reconciler
 
-from .conftest import DISTILL, QUANTIZE, WorkerProc, get_job, job_artifacts, job_events, make_job, wait_for
+from .conftest import (
+    DISTILL,
+    QUANTIZE,
+    WorkerProc,
+    get_job,
+    job_artifacts,
+    job_events,
+    make_job,
+    recipe,
+    wait_for,
+)
 
 # PostgreSQL is the production database of a cluster; SQLite would only add a minute of the same checks.
 pytestmark = pytest.mark.parametrize("database_url", [
@@ -35,6 +48,28 @@ pytestmark = pytest.mark.parametrize("database_url", [
                                                           "(`distillery serve`), and this file must stay short")),
     "postgres",
 ], indirect=True)
+
+@pytest.fixture(scope="module")
+def settings(settings, s3_endpoint):
+    """The conftest's stack on the S3 store: its inputs are put into a fresh bucket, under the keys recipes use."""
+    s3 = settings.model_copy(update={"store": "s3", "s3_bucket": new_bucket(s3_endpoint),
+                                     "s3_endpoint_url": s3_endpoint})
+    store = get_store(s3)
+    for name in ("train.jsonl", "eval_text.jsonl"):
+        store.put_file(s3.uploads_dir / "data" / name, f"uploads/data/{name}")
+    upload_dir(store, s3.model_roots[0] / "tiny-bert", "uploads/models/tiny-bert/")
+    return s3
+
+
+def worker_settings(settings, index: int):
+    return settings.model_copy(update={"data_dir": settings.data_dir.parent / f"worker-{index}"})
+
+
+def store_recipe(settings, stages: list[dict]) -> dict:
+    """Store keys, not paths: each worker reads them from its own copy of the bucket."""
+    return {**recipe(settings, stages), "teacher": {"source": "local", "path": "uploads/models/tiny-bert"},
+            "data": {"train": "uploads/data/train.jsonl", "eval": {"text": "uploads/data/eval_text.jsonl"}}}
+
 
 # Stage 1 trains under a time budget: a window of a few seconds in which its worker is surely mid-stage.
 SLOW = {**DISTILL, "student": {"num_layers": 1}, "epochs": 1000, "time_budget_s": 3}
@@ -52,7 +87,7 @@ class Cluster:
     def __init__(self, settings) -> None:
         self.settings = settings
         with ThreadPoolExecutor(2) as pool:  # the two workers import torch at the same time
-            starting = [pool.submit(WorkerProc, settings, "cpu") for _ in range(2)]
+            starting = [pool.submit(WorkerProc, worker_settings(settings, i), "cpu") for i in range(2)]
         started = [f.result() for f in starting if f.exception() is None]
         if len(started) < 2:
             for w in started:
@@ -94,7 +129,7 @@ def cluster(settings) -> Iterator[Cluster]:
 
 
 def submit(settings, n: int, stages: list[dict]) -> list[str]:
-    ids = [make_job(settings, stages) for _ in range(n)]
+    ids = [make_job(settings, stages, raw_recipe=store_recipe(settings, stages)) for _ in range(n)]
     for job_id in ids:
         enqueue_job(settings, job_id, "cpu")
     return ids
@@ -121,13 +156,15 @@ def check_ran_once(settings, job_id: str, tmp_path, attempts: int) -> Job:
 
     arts = job_artifacts(settings, job_id)
     assert sorted(a.name for a in arts) == sorted(ARTIFACTS)  # one row per name: the tar was recorded once
+    assert not (settings.data_dir / "jobs" / job_id).exists()  # nothing reached this machine but the bucket
+    store = get_store(settings)
     for a in arts:
-        path = settings.data_dir / a.path
-        assert a.size_bytes == path.stat().st_size
+        path = store.get_file(a.path, tmp_path / "fetched" / a.path)
+        assert a.size_bytes == path.stat().st_size == store.size(a.path)
         assert a.sha256 == hashlib.sha256(path.read_bytes()).hexdigest(), (job_id, a.name)
     tar = next(a for a in arts if a.name == "model.tar")
     target = tmp_path / job_id
-    with tarfile.open(settings.data_dir / tar.path) as fh:
+    with tarfile.open(tmp_path / "fetched" / tar.path) as fh:
         fh.extractall(target, filter="data")
     model, tokenizer = load_artifact(target / "model")
     assert model is not None and tokenizer is not None

@@ -1,0 +1,131 @@
+"""`distillery gc`: the retention policy. Removes, once older than settings.retention_days,
+
+- a finished job's outputs: its Artifact rows and everything under jobs/<id>/ in the store (the files and the
+  stage checkpoints), plus that directory on this machine; the job row and its report stay, as history;
+- uploaded datasets and models (rows, store objects, this machine's copies) that no live job needs.
+
+A job is live while queued, running or cancelling: whatever its request names (dataset and model ids) or its
+recipe reads (store keys) is kept, whatever its age. Rows go first, in one transaction, and store objects
+after: a crash in between leaves only unreferenced objects, which the next run's sweep of the store removes.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from .db.base import session_scope, utcnow
+from .db.models import Artifact, DatasetRecord, Job, ModelRecord
+from .settings import Settings
+from .store import get_store, store_inputs
+
+LIVE = ("queued", "running", "cancelling")
+
+
+@dataclass
+class Removed:
+    artifacts: list[str] = field(default_factory=list)  # store keys
+    jobs: list[str] = field(default_factory=list)  # ids of finished jobs whose outputs and checkpoints went
+    datasets: list[str] = field(default_factory=list)  # ids
+    models: list[str] = field(default_factory=list)  # ids
+    objects: list[str] = field(default_factory=list)  # store keys of removed uploads and orphans
+
+
+def _aware(when: datetime) -> datetime:
+    from worker.lease import aware  # SQLite hands back naive UTC datetimes
+
+    return aware(when)
+
+
+def _live_references(session: Session) -> tuple[set[str], set[str]]:
+    """(ids, store keys) that queued, running or cancelling jobs need."""
+    ids: set[str] = set()
+    keys: set[str] = set()
+    for request, recipe in session.execute(select(Job.request, Job.recipe).where(Job.status.in_(LIVE))):
+        data = (request or {}).get("data") or {}
+        ids.update(v for v in [data.get("train"), *(data.get("eval") or {}).values()] if isinstance(v, str))
+        if isinstance(model := ((request or {}).get("teacher") or {}).get("model"), str):
+            ids.add(model)
+        keys.update(key.rstrip("/") for key, _ in store_inputs(recipe or {}))
+    return ids, keys
+
+
+def _model_prefix(row: ModelRecord) -> str | None:
+    return row.source.get("prefix") if row.source.get("source") == "store" else None
+
+
+def collect(session: Session, cutoff: datetime) -> tuple[Removed, list[str]]:
+    """What is due, as (what to report, the store prefixes to delete). Deletes the rows (not committed)."""
+    out, prefixes = Removed(), []
+    live_ids, live_keys = _live_references(session)
+    finished = select(Job.id).where(Job.status.not_in(LIVE), Job.finished_at.is_not(None),
+                                    Job.finished_at < cutoff)
+    out.jobs = list(session.scalars(finished))
+    for art in session.scalars(select(Artifact).where(Artifact.job_id.in_(finished))):
+        out.artifacts.append(art.path)
+    session.execute(delete(Artifact).where(Artifact.job_id.in_(finished)))
+    for ds in session.scalars(select(DatasetRecord).where(DatasetRecord.created_at < cutoff)):
+        if ds.id in live_ids or ds.path in live_keys:
+            continue
+        out.datasets.append(ds.id)
+        prefixes.append(ds.path)
+        session.delete(ds)
+    for mdl in session.scalars(select(ModelRecord).where(ModelRecord.created_at < cutoff)):
+        prefix = _model_prefix(mdl)
+        if prefix is None or mdl.id in live_ids or prefix.rstrip("/") in live_keys:
+            continue  # references to hub, bundled or registered local models own no stored files
+        out.models.append(mdl.id)
+        prefixes.append(prefix)
+        session.delete(mdl)
+    return out, prefixes
+
+
+def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run: bool = False) -> Removed:
+    days = settings.retention_days if older_than_days is None else older_than_days
+    cutoff = utcnow() - timedelta(days=days)
+    store = get_store(settings)
+    with session_scope(settings.sqlalchemy_url) as session:
+        removed, prefixes = collect(session, cutoff)
+        live_ids, _ = _live_references(session)
+        keep_ids = live_ids | _upload_ids(session)
+        if dry_run:
+            session.rollback()
+    if dry_run:
+        return removed
+    for key in removed.artifacts:
+        store.delete(key)
+    for job_id in removed.jobs:  # the rest of jobs/<id>/: stage checkpoints a worker put there
+        for key, _, _ in store.list(f"jobs/{job_id}/"):
+            store.delete(key)
+    for prefix in prefixes:
+        for key, _, _ in store.list(prefix):
+            store.delete(key)
+            removed.objects.append(key)
+    # Orphans: uploads whose id has no row (interrupted between the store and the commit), once old enough.
+    for kind in ("datasets", "models"):
+        for key, _, modified in store.list(f"uploads/{kind}/"):
+            parts = key.split("/")
+            if len(parts) > 3 and parts[2] not in keep_ids and _aware(modified) < cutoff:
+                store.delete(key)
+                removed.objects.append(key)
+    _remove_local(settings, set(removed.jobs), prefixes)
+    return removed
+
+
+def _upload_ids(session: Session) -> set[str]:
+    return set(session.scalars(select(DatasetRecord.id))) | set(session.scalars(select(ModelRecord.id)))
+
+
+def _remove_local(settings: Settings, job_ids: set[str], prefixes: list[str]) -> None:
+    """This machine's copies: job directories (checkpoints) and cached uploads. Other workers' caches hold
+    only immutable uploads; they are cleaned by running gc there, or simply by clearing data_dir/uploads."""
+    for job_id in job_ids:
+        shutil.rmtree(settings.jobs_dir / job_id, ignore_errors=True)
+    for prefix in prefixes:
+        parts = prefix.split("/")
+        if len(parts) >= 3 and parts[0] == "uploads" and parts[2]:  # the upload's own uploads/<kind>/<id>/
+            shutil.rmtree(settings.data_dir.joinpath(*parts[:3]), ignore_errors=True)
