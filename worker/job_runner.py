@@ -77,7 +77,7 @@ def run_job(settings: Settings, job_id: str) -> str:
     log.info("job %s: claimed by %s (attempt %d)", job_id, owner, job.attempts)
     lease = Lease(settings, job_id, owner, on_hard_limit=lambda: _hard_limit(settings, job, progress))
     progress.on_lost = lease.lost.set
-    progress.commit([_job_event(f"started (attempt {job.attempts})")])
+    progress.commit([_job_event(f"started (attempt {job.attempts})")], wait_for_db=settings.lease_seconds / 2)
     with lease:
         try:
             outcome = _execute(settings, job, out_dir, progress, lease)
@@ -190,7 +190,8 @@ def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, 
         _set_stage_status(session, job.id, "cancelled" if outcome.status == "cancelled" else "failed")
 
     message = outcome.status + (f": {outcome.code}: {outcome.message}" if outcome.code else "")
-    if progress.commit([_job_event(message)], extra=finalise, check_lease=False):
+    if progress.commit([_job_event(message)], extra=finalise, check_lease=False,
+                       wait_for_db=settings.lease_seconds / 2):
         log.info("job %s: %s", job.id, message)
 
 

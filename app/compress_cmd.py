@@ -1,0 +1,89 @@
+"""`distillery compress`: run a recipe with the engine alone, no service, and print what each stage cost."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+from pathlib import Path
+
+from .exit_codes import EXIT_CANCELLED, EXIT_GATE, EXIT_OK
+
+
+def _roots(args: argparse.Namespace, recipe_path: Path) -> list[Path]:
+    from worker.engine.references import default_roots
+
+    roots = [Path(r) for r in args.root] + default_roots()
+    # Run by hand, a recipe may name files beside it or below the working directory; the service
+    # passes its configured roots instead.
+    return roots or [recipe_path.resolve().parent, Path.cwd()]
+
+
+def _summary(report: dict) -> str:
+    rows = [("teacher", "-", report.get("teacher"))] + [
+        (f"{s['index']}:{s['kind']}", s["status"], s["evaluation"]) for s in report["stages"]
+    ]
+    lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}  retention"]
+    for name, status, ev in rows:
+        if ev is None:
+            continue
+        size = f"{ev['size_bytes'] / 1e6:.1f}" if "size_bytes" in ev else "-"
+        kept = ", ".join(
+            f"{t}={r['retention']:.3f}" if r["retention"] is not None else f"{t}=n/a"
+            for t, r in ev["tasks"].items()
+        )
+        lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}"
+                     f"{ev['latency']['batch1_p50_ms']:>9.2f}  {kept}")
+    lines.append(f"status: {report['status']}")
+    for s in report.get("shortfalls", []):
+        kept = "n/a" if s["retention"] is None else f"{s['retention']:.4f}"
+        lines.append(f"  gate: task {s['task']} kept {kept} of the teacher's {s['metric']}, "
+                     f"needs {s['required']}" + (f" (short by {s['short_by']:.4f})" if s["short_by"] else ""))
+    return "\n".join(lines)
+
+
+def cmd_compress(args: argparse.Namespace) -> int:
+    from worker.engine import RunContext, load_recipe, make_plan, run
+
+    from .progress import ProgressPrinter
+
+    recipe_path = Path(args.recipe)
+    recipe = load_recipe(recipe_path)
+    roots = _roots(args, recipe_path)
+    base_dir = recipe_path.resolve().parent
+    out = Path(args.out)
+    if args.dry_run:
+        plan = make_plan(recipe, base_dir=base_dir, roots=roots, work_dir=out / "work")
+        shapes = [{"stage": s.label, "layers": i.num_layers, "intermediate_size": i.intermediate_size}
+                  for s, i in zip(plan.stages, plan.infos, strict=True)]
+        print(json.dumps({"valid": True, "device": str(plan.env.device), "teacher": plan.teacher.provenance,
+                          "stages": shapes}, indent=2))
+        return EXIT_OK
+    cancel = {"flag": False}
+
+    def on_sigint(signum, frame):  # first Ctrl-C: stop cleanly at the next step; second: stop now
+        if cancel["flag"]:
+            raise KeyboardInterrupt
+        cancel["flag"] = True
+        print("\ncancelling at the next step (Ctrl-C again to abort)", file=sys.stderr)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    printer = ProgressPrinter(quiet=args.quiet or args.json)
+    ctx = RunContext(on_progress=printer, should_cancel=lambda: cancel["flag"])
+    try:
+        result = run(recipe, out, base_dir=base_dir, roots=roots, ctx=ctx, resume=args.resume)
+    finally:
+        printer.close()
+    if args.json:
+        print(json.dumps(result.report, indent=2))
+    else:
+        print(_summary(result.report))
+        print(f"report: {out / 'report.json'}  manifest: {out / 'manifest.json'}"
+              + (f"  artifact: {result.artifact}" if result.artifact else ""))
+    return {"succeeded": EXIT_OK, "failed-gate": EXIT_GATE, "cancelled": EXIT_CANCELLED}[result.status]
+
+
+# ---- the service ---------------------------------------------------------------------------------
+# These commands never import torch: the API and the worker supervisor stay small, and a parent process
+# never initialises CUDA before starting GPU workers.
