@@ -57,4 +57,7 @@ def current_owner(request: Request,
     if row is None or not hmac.compare_digest(row.key_hash, digest) or row.revoked_at is not None:
         raise Unauthorized("the API key is not valid or has been revoked", headers={"WWW-Authenticate": "Bearer"})
     request.state.owner = row.owner
+    # End the transaction now: the pooled connection goes back until the endpoint needs one. Held across the
+    # hop to the endpoint's thread, connections and threadpool slots can wait on each other under load.
+    session.commit()
     return row.owner

@@ -8,6 +8,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger("distillery.api")
@@ -97,6 +98,12 @@ def install(app: FastAPI) -> None:
         log.warning("database unavailable: %s", exc.orig)
         return problem(request, 503, "database_unavailable", "Service unavailable",
                        "the database cannot be reached; retry shortly", headers={"Retry-After": "2"})
+
+    @app.exception_handler(PoolTimeout)
+    async def _pool_exhausted(request: Request, exc: PoolTimeout):
+        log.warning("database connection pool exhausted: %s", exc)
+        return problem(request, 503, "overloaded", "Service unavailable",
+                       "too many requests at once for the database; retry shortly", headers={"Retry-After": "1"})
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):

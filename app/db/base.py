@@ -66,7 +66,9 @@ def get_engine(url: str) -> Engine:
             cur.close()
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    # More connections than the threadpool has threads (40), so a thread never waits for a connection that
+    # only a thread queued behind it could give back.
+    return create_engine(url, pool_pre_ping=True, pool_size=20, max_overflow=40, pool_timeout=10)
 
 
 @lru_cache(maxsize=8)
