@@ -36,6 +36,7 @@ from bench.api_support import (  # noqa: E402
     insert_job,
     new_key,
     pg_database,
+    register_tiny_inputs,
     rss_bytes,
 )
 
@@ -94,18 +95,12 @@ def polling(service: Service, seconds: float, clients: int, rounds: int = 3) -> 
 def submit_to_start(service: Service, runs: int) -> dict:
     import redis
 
-    from tests import fixtures
 
-    data = fixtures.make_data(Path(tempfile.mkdtemp()))
-    model_dir = fixtures.make_bert(service.settings.model_roots[0] / "tiny-bert")
+    model_id, ds = register_tiny_inputs(service)
     delays: list[float] = []
     answered: list[float] = []
     with httpx.Client(base_url=service.url, headers=service.headers, timeout=60) as c:
-        model = c.post("/v1/models", json={"name": "tiny", "source": {"source": "local", "path": str(model_dir)}})
-        model.raise_for_status()
-        with open(data["train"], "rb") as fh:
-            ds = c.post("/v1/datasets", files={"file": ("train.jsonl", fh)}).json()["id"]
-        body = {"teacher": {"model": model.json()["id"]}, "task": "feature-extraction",
+        body = {"teacher": {"model": model_id}, "task": "feature-extraction",
                 "data": {"train": ds, "eval": {"text": ds}},
                 "stages": [{"kind": "distill", "student": {"num_layers": 1}, "max_steps": 1}],
                 "evaluate": {"latency_runs": 1, "warmup_runs": 0, "throughput_batch": 2}}

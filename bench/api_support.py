@@ -185,3 +185,20 @@ def insert_artifact(settings: Settings, owner: str, size: int) -> tuple[str, Pat
                              media_type="application/octet-stream", size_bytes=path.stat().st_size,
                              sha256=digest.hexdigest()))
     return art_id, path
+
+
+def register_tiny_inputs(service: Service) -> tuple[str, str]:
+    """A tiny BERT teacher and a small text set, registered through the API: (model id, dataset id)."""
+    import tempfile
+
+    from tests import fixtures
+
+    data = fixtures.make_data(Path(tempfile.mkdtemp()))
+    model_dir = fixtures.make_bert(service.settings.model_roots[0] / "tiny-bert")
+    with httpx.Client(base_url=service.url, headers=service.headers, timeout=60) as c:
+        model = c.post("/v1/models", json={"name": "tiny", "source": {"source": "local", "path": str(model_dir)}})
+        model.raise_for_status()
+        with open(data["train"], "rb") as fh:
+            dataset = c.post("/v1/datasets", files={"file": ("train.jsonl", fh)})
+        dataset.raise_for_status()
+    return model.json()["id"], dataset.json()["id"]

@@ -22,20 +22,13 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.api_support import Service, new_key, pg_database  # noqa: E402
+from bench.api_support import Service, new_key, pg_database, register_tiny_inputs  # noqa: E402
 
 
 def setup_jobs(service: Service, n: int) -> list[str]:
-    from tests import fixtures
-
-    data = fixtures.make_data(Path(tempfile.mkdtemp()))
-    model_dir = fixtures.make_bert(service.settings.model_roots[0] / "tiny-bert")
+    model_id, ds = register_tiny_inputs(service)
     with httpx.Client(base_url=service.url, headers=service.headers, timeout=60) as c:
-        model = c.post("/v1/models", json={"name": "tiny", "source": {"source": "local", "path": str(model_dir)}})
-        model.raise_for_status()
-        with open(data["train"], "rb") as fh:
-            ds = c.post("/v1/datasets", files={"file": ("train.jsonl", fh)}).json()["id"]
-        body = {"teacher": {"model": model.json()["id"]}, "task": "feature-extraction",
+        body = {"teacher": {"model": model_id}, "task": "feature-extraction",
                 "data": {"train": ds, "eval": {"text": ds}},
                 "stages": [{"kind": "distill", "student": {"num_layers": 2}, "epochs": 2},
                            {"kind": "quantize", "method": "int8-dynamic"}],
