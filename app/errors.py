@@ -11,6 +11,8 @@ from sqlalchemy.exc import OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeout
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from worker.engine.recipe import drop_union_tags
+
 log = logging.getLogger("distillery.api")
 PROBLEM = "application/problem+json"
 
@@ -73,6 +75,8 @@ def problem(request: Request, status: int, code: str, title: str, detail: str, *
 
 
 def _field(loc: tuple) -> str:
+    # union tags out too ("stages.0.distill.epochz" reads "stages.0.epochz"), so a 422 names the field as written
+    loc = drop_union_tags(loc, frozenset({"registered", "unregistered"}))
     return ".".join(str(p) for p in loc if p not in ("body", "query", "path", "header"))
 
 

@@ -2,40 +2,19 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Request, Response
-from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
+from fastapi import APIRouter, Header, Query, Response
 
 from ..errors import Unprocessable
 from ..repositories import jobs as repo
 from ..services import jobs as service
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, decode_cursor, encode_cursor
-from .schemas_jobs import JobCreate, JobOut, JobPage, clean_loc, problem_responses
+from .schemas_jobs import JobCreate, JobOut, JobPage, problem_responses
 
-
-class CleanLocRoute(APIRoute):
-    """Drops pydantic's union tags from validation error locations (`stages.0.distill.epochz` reads
-    `stages.0.epochz`), so a 422 names the field the way the user wrote it."""
-
-    def get_route_handler(self) -> Callable[[Request], Any]:
-        handler = super().get_route_handler()
-
-        async def clean(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except RequestValidationError as exc:
-                errors = [{**e, "loc": clean_loc(e["loc"])} for e in exc.errors()]
-                raise RequestValidationError(errors, body=exc.body) from None
-
-        return clean
-
-
-router = APIRouter(tags=["jobs"], route_class=CleanLocRoute)
+router = APIRouter(tags=["jobs"])
 
 
 @router.post(

@@ -10,6 +10,8 @@ import anyio
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import ValidationError
 
+from worker.engine.recipe import drop_union_tags
+
 from ..db.base import new_id
 from ..errors import BadRequest, NotFound, PayloadTooLarge, Unprocessable
 from ..intake import (
@@ -59,9 +61,8 @@ _REQUEST_BODY = {
 def _validation_errors(exc: ValidationError) -> list[dict]:
     errors = []
     for err in exc.errors():
-        # Drop the union tag pydantic puts in the location ("source.hf.revision" -> "source.revision").
-        loc = [str(p) for i, p in enumerate(err["loc"]) if not (i == 1 and err["loc"][0] == "source")
-               or p not in ("local", "hf", "bundled")]
+        # "source.hf.revision" reads "source.revision"
+        loc = [str(p) for p in drop_union_tags(err["loc"])]
         errors.append({"field": ".".join(loc) or "body", "message": err["msg"]})
     return errors
 

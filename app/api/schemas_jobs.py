@@ -58,21 +58,6 @@ Teacher = Annotated[
     Discriminator(_teacher_tag),
 ]
 
-# Union tags pydantic puts in error locations; dropped so that errors name fields as the user wrote them.
-_TAGS = {"registered", "unregistered", "hf", "bundled", "local", "archive", "distill", "prune:magnitude",
-         "prune:n:m", "prune:structured", "quantize", "evaluate"}
-
-
-def clean_loc(loc: tuple | list) -> tuple:
-    out: list = []
-    for i, part in enumerate(loc):
-        prev = loc[i - 1] if i else None
-        if part in _TAGS and (isinstance(prev, int) or prev in ("teacher", "model")):
-            continue
-        out.append(part)
-    return tuple(out)
-
-
 class JobData(Strict):
     train: str | None = Field(None, max_length=40, description="dataset id: transfer or calibration text",
                               examples=["ds_01jd8x3k2v9q7w4e5r6t7y8u9i"])

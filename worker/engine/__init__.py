@@ -2,25 +2,34 @@
 
     from worker.engine import load_recipe, run
     result = run(load_recipe("recipe.yaml"), "out/", base_dir=".", roots=["."])
+
+Names are imported on first use, so that `worker.engine.recipe` (pydantic only) can be read by the API's
+error handling and the CLI without loading torch.
 """
 
-from .artifacts import load_artifact
-from .context import ProgressEvent, RunContext
-from .errors import EngineError
-from .plan import Plan, make_plan
-from .recipe import Recipe, load_recipe, parse_recipe
-from .runner import RunResult, run
+from __future__ import annotations
 
-__all__ = [
-    "EngineError",
-    "Plan",
-    "ProgressEvent",
-    "Recipe",
-    "RunContext",
-    "RunResult",
-    "load_artifact",
-    "load_recipe",
-    "make_plan",
-    "parse_recipe",
-    "run",
-]
+from importlib import import_module
+
+_EXPORTS = {
+    "load_artifact": "artifacts",
+    "ProgressEvent": "context",
+    "RunContext": "context",
+    "EngineError": "errors",
+    "Plan": "plan",
+    "make_plan": "plan",
+    "Recipe": "recipe",
+    "load_recipe": "recipe",
+    "parse_recipe": "recipe",
+    "RunResult": "runner",
+    "run": "runner",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    globals()[name] = value
+    return value

@@ -223,19 +223,25 @@ class Recipe(Strict):
         return self.device == "cuda"
 
 
-_UNION_TAGS = {"distill", "prune:magnitude", "prune:n:m", "prune:structured", "quantize", "evaluate",
-               "local", "hf", "archive", "bundled"}
+UNION_TAGS = frozenset({"distill", "prune:magnitude", "prune:n:m", "prune:structured", "quantize", "evaluate",
+                        "local", "hf", "archive", "bundled"})
+
+
+def drop_union_tags(loc: tuple | list, extra_tags: frozenset[str] = frozenset()) -> tuple:
+    """Drop the union tags pydantic puts in error locations, so `stages.0.sparsity` reads as the user wrote it
+    (the tag follows a list index or a model reference's key)."""
+    tags = UNION_TAGS | extra_tags
+    out: list = []
+    for i, part in enumerate(loc):
+        prev = loc[i - 1] if i else None
+        if part in tags and (isinstance(prev, int) or prev in ("teacher", "model", "source")):
+            continue
+        out.append(part)
+    return tuple(out)
 
 
 def _clean_loc(loc: tuple) -> str:
-    """Drop the union tags pydantic puts in error locations, so `stages.0.sparsity` reads as the user wrote it."""
-    parts: list[str] = []
-    for i, part in enumerate(loc):
-        prev = loc[i - 1] if i else None
-        if part in _UNION_TAGS and (isinstance(prev, int) or prev in ("teacher", "model")):
-            continue
-        parts.append(str(part))
-    return ".".join(parts)
+    return ".".join(str(p) for p in drop_union_tags(loc))
 
 
 def parse_recipe(data: Any) -> Recipe:
