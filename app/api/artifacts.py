@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import Query, Request
 from fastapi.responses import Response
 
 from ..errors import NotFound
@@ -20,9 +20,10 @@ from ..store import get_store
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
 from .ranges import file_response
+from .routing import api_router
 from .schemas_assets import ArtifactOut, problems
 
-router = APIRouter(tags=["artifacts"])
+router = api_router(tags=["artifacts"])
 log = logging.getLogger("distillery.api")
 
 

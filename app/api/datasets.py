@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 
 from ..db.base import new_id
 from ..errors import NotFound, Unprocessable
@@ -15,10 +15,11 @@ from ..storage import LocalStore
 from ..store import get_store
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from .routing import api_router
 from .schemas_assets import DatasetOut, problems
 from .uploads import receive_upload
 
-router = APIRouter(tags=["datasets"])
+router = api_router(tags=["datasets"])
 
 _REQUEST_BODY = {
     "required": True,

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
 
 from ..db.base import session_scope
@@ -20,9 +20,10 @@ from ..errors import NotFound, Unprocessable
 from ..repositories import events as repo
 from ..repositories.jobs import TERMINAL
 from .deps import AppSettings, Db, Owner
+from .routing import api_router
 from .schemas_jobs import EventOut, EventPage, problem_responses
 
-router = APIRouter(tags=["jobs"])
+router = api_router(tags=["jobs"])
 
 POLL_S = 0.3  # how often a stream looks for new events
 HEARTBEAT_S = 15.0  # a comment this often keeps proxies from closing an idle stream

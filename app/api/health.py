@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from ..db.base import get_engine
 from .metrics import REGISTRY, StateCollector
+from .routing import api_router
 
-router = APIRouter(tags=["health"])
+router = api_router(tags=["health"])
 _state = StateCollector()
 REGISTRY.register(_state)
 

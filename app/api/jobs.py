@@ -5,16 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Query, Response
+from fastapi import Header, Query, Response
 
 from ..errors import Unprocessable
 from ..repositories import jobs as repo
 from ..services import jobs as service
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from .routing import api_router
 from .schemas_jobs import JobCreate, JobOut, JobPage, problem_responses
 
-router = APIRouter(tags=["jobs"])
+router = api_router(tags=["jobs"])
 
 
 @router.post(

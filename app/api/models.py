@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Annotated
 
 import anyio
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import Query, Request, Response
 from pydantic import ValidationError
 
 from worker.engine.recipe import drop_union_tags
@@ -28,10 +28,11 @@ from ..storage import LocalStore
 from ..store import get_store, upload_dir
 from .deps import AppSettings, Db, Owner
 from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from .routing import api_router
 from .schemas_assets import BundledSource, HubSource, LocalSource, ModelCreate, ModelOut, inline_schema, problems
 from .uploads import media_type, receive_upload, unsupported_media_type
 
-router = APIRouter(tags=["models"])
+router = api_router(tags=["models"])
 MAX_JSON_BYTES = 64 * 1024
 # Model weights barely compress, so a real model unpacks to about its archive's size; twice the upload
 # cap leaves room for text files that compress well and still stops a decompression bomb early.
