@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from .db.base import session_scope, utcnow
 from .db.models import Artifact, DatasetRecord, Job, ModelRecord
+from .repositories.jobs import purge_idempotency_keys
 from .settings import Settings
 from .store import get_store, store_inputs
 
@@ -33,6 +34,7 @@ class Removed:
     datasets: list[str] = field(default_factory=list)  # ids
     models: list[str] = field(default_factory=list)  # ids
     objects: list[str] = field(default_factory=list)  # store keys of removed uploads and orphans
+    idempotency_keys: int = 0  # expired ones: they outlive no job's retention, only their 24 hours
 
 
 def _aware(when: datetime) -> datetime:
@@ -90,6 +92,7 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
     store = get_store(settings)
     with session_scope(settings.sqlalchemy_url) as session:
         removed, prefixes = collect(session, cutoff)
+        removed.idempotency_keys = purge_idempotency_keys(session)
         live_ids, _ = _live_references(session)
         keep_ids = live_ids | _upload_ids(session)
         if dry_run:

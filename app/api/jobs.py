@@ -22,7 +22,7 @@ router = api_router(tags=["jobs"])
     "/jobs", status_code=201, response_model=JobOut, summary="Submit a compression job",
     description="Validates the recipe with the stages' dry run (datasets and the model's config are read, no "
     "weights), then queues the job. With `Idempotency-Key`, the same key and body return the same job (200); "
-    "the same key with another body is a 422.",
+    "the same key with another body is a 422. A key lives 24 hours; after that it makes a new job.",
     responses={
         200: {"description": "an idempotent replay: the job the same key and body created before",
               "model": JobOut},
@@ -33,7 +33,7 @@ router = api_router(tags=["jobs"])
 )
 def submit_job(body: JobCreate, response: Response, owner: Owner, db: Db, settings: AppSettings,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
-                                                             description="retry-safe submission key")] = None,
+                                                             description="retry-safe key, live 24 hours")] = None,
                ) -> JobOut:
     job, created = service.submit(db, settings, owner, body, idempotency_key)
     response.status_code = 201 if created else 200

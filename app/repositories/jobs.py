@@ -4,9 +4,9 @@ is simply not found."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 
-from sqlalchemy import case, select, update
+from sqlalchemy import case, delete, select, update
 from sqlalchemy.orm import Session, joinedload
 
 from ..db.base import utcnow
@@ -15,6 +15,8 @@ from ..db.models import IdempotencyKey, Job, StageRun
 STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 TERMINAL = frozenset({"succeeded", "failed", "cancelled"})
 CANCELLABLE = ("queued", "running", "cancelling")
+# As long as a client retries a submission; after that the key is free again (Stripe keeps keys 24 hours).
+IDEMPOTENCY_TTL = timedelta(hours=24)
 
 
 def get_job(session: Session, owner: str, job_id: str, *, fresh: bool = False) -> Job | None:
@@ -59,8 +61,21 @@ def request_cancel(session: Session, owner: str, job_id: str) -> bool:
 
 
 def get_idempotency_key(session: Session, owner: str, key: str) -> IdempotencyKey | None:
+    """The key's record while it is live. An expired one is deleted here (flushed), so the same key then
+    makes a new job instead of replaying, or refusing a new body for, one from days ago."""
     stmt = select(IdempotencyKey).where(IdempotencyKey.owner == owner, IdempotencyKey.key == key)
-    return session.scalars(stmt).first()
+    row = session.scalars(stmt).first()
+    if row is not None and row.created_at < utcnow() - IDEMPOTENCY_TTL:
+        session.delete(row)
+        session.flush()
+        return None
+    return row
+
+
+def purge_idempotency_keys(session: Session) -> int:
+    """Delete every expired key (distillery gc): the table stays as small as a day of submissions."""
+    result = session.execute(delete(IdempotencyKey).where(IdempotencyKey.created_at < utcnow() - IDEMPOTENCY_TTL))
+    return result.rowcount or 0
 
 
 def create_job(session: Session, *, job_id: str, owner: str, queue: str, request: dict, recipe: dict,
