@@ -9,6 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
+from .cli_jobs import add_commands as add_job_commands
 from .compress_cmd import cmd_compress
 from .exit_codes import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK
 
@@ -214,6 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=cmd_compress)
     _add_service_commands(sub)
+    add_job_commands(sub)  # jobs, artifacts: the service through the Python client
     return parser
 
 

@@ -14,7 +14,7 @@
 
     asyncio.run(main())
 
-File reads and writes (uploads, downloads) are plain blocking calls in chunks of at most 1 MiB.
+File reads and writes (uploads, downloads) are plain blocking calls, a chunk at a time.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from .download import CHUNK, ProgressCallback, Target, artifact_from_head
+from .download import ProgressCallback, Target, artifact_from_head
 from .errors import ConnectionFailed, RangeNotSatisfiable, RateLimited, ServiceUnavailable
 from .jobs_async import AsyncJobs
 from .resources import DEFAULT_PAGE, archive_name, model_body, pack_model_dir
@@ -237,7 +237,7 @@ class AsyncArtifacts:
             f = target.open_for(response, offset)
             try:
                 done = offset if response.status_code == 206 else 0
-                async for chunk in response.aiter_bytes(CHUNK):
+                async for chunk in response.aiter_bytes():  # as they arrive: a cut keeps what came
                     f.write(chunk)
                     done += len(chunk)
                     if on_progress is not None:

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from .download import CHUNK, ProgressCallback, Target, artifact_from_head
+from .download import ProgressCallback, Target, artifact_from_head
 from .errors import ConnectionFailed, RangeNotSatisfiable, RateLimited, ServiceUnavailable
 from .jobs_sync import Jobs
 from .resources import DEFAULT_PAGE, archive_name, model_body, pack_model_dir
@@ -239,7 +239,7 @@ class Artifacts:
         with self._c.transport.stream("GET", artifact.download_url, headers=target.request_headers(offset),
                                       follow_redirects=True) as response, target.open_for(response, offset) as f:
             done = offset if response.status_code == 206 else 0
-            for chunk in response.iter_bytes(CHUNK):
+            for chunk in response.iter_bytes():  # as they arrive: a cut keeps what came
                 f.write(chunk)
                 done += len(chunk)
                 if on_progress is not None:

@@ -1,0 +1,131 @@
+"""`distillery jobs ...` and `distillery artifacts ...` as a shell script runs them: subprocesses against the
+real service and worker, checking stdout, stderr and exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import shutil
+import zlib
+
+import pytest
+import yaml
+
+from tests import fixtures
+from tests.client.conftest import cli
+from tests.worker.conftest import DISTILL, FAST_EVAL, QUANTIZE
+
+
+@pytest.fixture
+def recipe_dir(stack, tmp_path):
+    """A recipe folder as a user has it: data beside the recipe (relative paths) and a teacher directory that
+    the service has not seen (data of its own seed; a file added to the teacher, so that its archive differs
+    from the tiny BERT uploaded elsewhere)."""
+    fixtures.make_data(tmp_path / "data", seed=zlib.crc32(tmp_path.name.encode()))
+    teacher = shutil.copytree(stack.teacher, tmp_path / "teacher")
+    (teacher / "README.md").write_text(f"a teacher for {tmp_path.name}\n")
+    return tmp_path
+
+
+def write(folder, stages, name="recipe.yaml", **extra) -> str:
+    recipe = {"teacher": {"source": "local", "path": str(folder / "teacher")}, "task": "feature-extraction",
+              "data": {"train": "data/train.jsonl", "eval": {"text": "data/eval_text.jsonl"}},
+              "stages": stages, "evaluate": FAST_EVAL, "max_length": 32, **extra}
+    (folder / name).write_text(yaml.safe_dump(recipe))
+    return str(folder / name)
+
+
+def submitted(stderr: str) -> str:
+    return re.search(r"submitted (job_\w+)", stderr)[1]
+
+
+def test_submit_watch_then_list_show_report_download_resubmit_cancel(stack, recipe_dir, tmp_path):
+    recipe = write(recipe_dir, [DISTILL, QUANTIZE])
+    run = cli(stack, "jobs", "submit", recipe, "--watch")
+    assert run.returncode == 0, run.stderr
+    err = run.stderr
+    assert re.search(r"data.train: uploaded data/train.jsonl as ds_\w+", err), err
+    assert re.search(r"data.eval.text: uploaded data/eval_text.jsonl as ds_\w+", err)
+    assert "teacher: uploading" in err and re.search(r"teacher: uploaded .* as mdl_\w+", err)
+    assert "[0:distill]" in err and "step" in err and "loss=" in err  # the tqdm bar, driven by the events
+    job_id = submitted(err)
+    assert re.search(rf"job\s+{job_id}\nstatus\s+succeeded", run.stdout) and "distill" in run.stdout
+
+    listed = cli(stack, "jobs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    jobs = json.loads(listed.stdout)
+    assert job_id in {j["id"] for j in jobs} and all(j["status"] for j in jobs)
+    table = cli(stack, "jobs", "list", "--status", "succeeded", "--limit", "1")
+    assert table.returncode == 0 and table.stdout.splitlines()[0].split()[:3] == ["id", "status", "stage"]
+    assert job_id in table.stdout and len(table.stdout.splitlines()) == 2
+    shown = cli(stack, "jobs", "show", job_id, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout)["status"] == "succeeded"
+    report = cli(stack, "jobs", "report", job_id)
+    assert report.returncode == 0 and json.loads(report.stdout)["status"] == "succeeded"
+
+    arts = cli(stack, "artifacts", "list", job_id, "--json")
+    assert arts.returncode == 0
+    expected = {a["name"]: a["sha256"] for a in json.loads(arts.stdout)}
+    got = cli(stack, "artifacts", "download", job_id, "--to", str(tmp_path / "out"), "--json")
+    assert got.returncode == 0, got.stderr
+    files = {f["name"]: f["path"] for f in json.loads(got.stdout)}
+    assert set(files) == set(expected) == {"model.tar", "report.json", "manifest.json"}
+    for name, path in files.items():
+        with open(path, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == expected[name]
+
+    # the same recipe again: nothing is uploaded twice; this job is cancelled and `watch` says so
+    again = cli(stack, "jobs", "submit", recipe)
+    assert again.returncode == 0, again.stderr
+    assert "uploaded" not in again.stderr.replace("already uploaded", "")
+    assert again.stderr.count("is already uploaded as") == 3
+    second = again.stdout.strip()
+    assert re.fullmatch(r"job_\w+", second) and second != job_id
+    cancel = cli(stack, "jobs", "cancel", second)
+    assert cancel.returncode == 0 and re.fullmatch(rf"{second} (cancelling|cancelled)\n", cancel.stdout)
+    watch = cli(stack, "jobs", "watch", second)
+    assert watch.returncode == 130 and f"error: job {second} cancelled" in watch.stderr
+    refused = cli(stack, "jobs", "cancel", job_id)  # it succeeded: a conflict
+    assert refused.returncode == 7 and "has already finished" in refused.stderr
+
+
+def test_a_job_that_fails_exits_non_zero_with_the_reason(stack, recipe_dir):
+    recipe = write(recipe_dir, [{"kind": "prune", "method": "magnitude", "sparsity": 0.95}],
+                   gates={"min_retention": 0.999})
+    run = cli(stack, "jobs", "submit", recipe, "--watch", "--json")
+    assert run.returncode == 3, run.stderr  # the quality gates refused it
+    job = json.loads(run.stdout)
+    assert job["status"] == "failed" and job["failure"]["code"] == "gate_failed"
+    assert f"error: job {job['id']} failed: [gate_failed]" in run.stderr
+
+
+def test_a_bad_recipe_exits_2_naming_the_field(stack, recipe_dir):
+    typo = write(recipe_dir, [{**DISTILL, "epochz": 1}])
+    run = cli(stack, "jobs", "submit", typo)
+    assert run.returncode == 2 and "stages.0.epochz" in run.stderr and "Traceback" not in run.stderr
+    assert "uploaded" not in run.stderr  # refused before anything went up
+
+    no_layer = write(recipe_dir, [{"kind": "distill", "student": {"layers": [0, 9]}}])  # the service's dry run
+    run = cli(stack, "jobs", "submit", no_layer)
+    assert run.returncode == 2 and "stages.0.student" in run.stderr and "Traceback" not in run.stderr
+
+    missing = write(recipe_dir, [DISTILL], data={"train": "data/nope.jsonl"})
+    run = cli(stack, "jobs", "submit", missing)
+    assert run.returncode == 2 and "data.train: no such file" in run.stderr
+    (recipe_dir / "broken.yaml").write_text("teacher: [unclosed\n")
+    run = cli(stack, "jobs", "submit", str(recipe_dir / "broken.yaml"))
+    assert run.returncode == 2 and "not valid YAML" in run.stderr
+
+
+def test_errors_are_a_message_and_an_exit_code(stack, done_job):
+    run = cli(stack, "jobs", "show", "job_nope")
+    assert run.returncode == 5 and "no job job_nope" in run.stderr and "Traceback" not in run.stderr
+    run = cli(stack, "jobs", "show", done_job.job_id, key=stack.other_key)  # another owner's job
+    assert run.returncode == 5
+    run = cli(stack, "jobs", "list", key="dk_wrong")
+    assert run.returncode == 6 and "401" in run.stderr
+    run = cli(stack, "jobs", "list", "--url", "http://127.0.0.1:9", "--retries", "0")
+    assert run.returncode == 8 and "ConnectError" in run.stderr and "Traceback" not in run.stderr
+    run = cli(stack, "artifacts", "download", done_job.job_id, "--to", "/tmp", "--name", "nothing.bin")
+    assert run.returncode == 5 and "no artifacts named nothing.bin" in run.stderr
