@@ -10,7 +10,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from .. import errors
 from ..settings import Settings, get_settings
-from . import artifacts, datasets, events, health, jobs, models
+from . import artifacts, dashboard, datasets, events, health, jobs, models, owner_events
 from .metrics import REQUEST_LATENCY
 
 
@@ -55,9 +55,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     errors.install(app)
-    for module in (models, datasets, jobs, events, artifacts):
+    for module in (models, datasets, jobs, events, artifacts, owner_events):
         app.include_router(module.router, prefix="/v1")
     app.include_router(health.router)
+    dashboard.install(app)
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["*"], expose_headers=["ETag", "Location", "X-Request-ID",
