@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -94,8 +95,10 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
         code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
-        return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail),
-                       headers=getattr(exc, "headers", None))
+        headers = dict(getattr(exc, "headers", None) or {})
+        if exc.status_code == 405:  # Starlette names only the first route on the path; RFC 9110 wants all
+            headers["Allow"] = ", ".join(_allowed(request)) or headers.get("Allow", "")
+        return problem(request, exc.status_code, code, str(exc.detail), str(exc.detail), headers=headers)
 
     @app.exception_handler(OperationalError)
     async def _db_down(request: Request, exc: OperationalError):
@@ -114,3 +117,14 @@ def install(app: FastAPI) -> None:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return problem(request, 500, "internal_error", "Internal error",
                        "an unexpected error occurred; quote the request id when reporting it")
+
+
+def _allowed(request: Request) -> list[str]:
+    """Every method any route serves at this path, from the app's OpenAPI document (cached by FastAPI)."""
+    methods: set[str] = set()
+    for template, ops in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(re.sub(r"\\{[^/]+?\\}", "[^/]+", re.escape(template)), request.url.path):
+            methods |= {m.upper() for m in ops if m in ("get", "head", "post", "put", "patch", "delete")}
+    if "GET" in methods:
+        methods.add("HEAD")
+    return sorted(methods)

@@ -7,9 +7,15 @@ from __future__ import annotations
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+from schemathesis.specs.openapi import checks as openapi
 
-CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
+# Every check that does not need a stateful scenario: server errors, response bodies, headers and status codes
+# as documented, malformed input refused (not accepted), auth enforced. (Generated cases use documented
+# methods only; test_method_not_allowed.py checks the 405s and their Allow.)
+CHECKS = [not_a_server_error, openapi.response_schema_conformance, openapi.content_type_conformance,
+          openapi.status_code_conformance, openapi.response_headers_conformance, openapi.negative_data_rejection,
+          openapi.unsupported_method, openapi.allow_header_conformance, openapi.missing_required_header,
+          openapi.ignored_auth]
 
 
 def test_no_server_errors_and_responses_match_the_schema(server, api_key):
