@@ -14,6 +14,7 @@ from __future__ import annotations
 import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
@@ -25,6 +26,8 @@ from .settings import Settings
 from .store import get_store, store_inputs
 
 LIVE = ("queued", "running", "cancelling")
+# No upload takes a day: a staging directory untouched that long belongs to an API process that died mid-upload.
+STAGING_STALE = timedelta(hours=24)
 
 
 @dataclass
@@ -34,6 +37,7 @@ class Removed:
     datasets: list[str] = field(default_factory=list)  # ids
     models: list[str] = field(default_factory=list)  # ids
     objects: list[str] = field(default_factory=list)  # store keys of removed uploads and orphans
+    staging: list[str] = field(default_factory=list)  # stale partial uploads (an API died mid-upload)
     idempotency_keys: int = 0  # expired ones: they outlive no job's retention, only their 24 hours
 
 
@@ -116,7 +120,20 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
                 store.delete(key)
                 removed.objects.append(key)
     _remove_local(settings, set(removed.jobs), prefixes)
+    removed.staging = _remove_stale_staging(settings.data_dir / "uploads" / ".staging")
     return removed
+
+
+def _remove_stale_staging(staging: Path) -> list[str]:
+    """Partial uploads left by a killed API. Never visible (nothing serves .staging), only disk to reclaim."""
+    gone = []
+    cutoff = (utcnow() - STAGING_STALE).timestamp()
+    for entry in sorted(staging.iterdir()) if staging.is_dir() else []:
+        newest = max([entry.lstat().st_mtime, *(p.lstat().st_mtime for p in entry.rglob("*"))])
+        if newest < cutoff:
+            shutil.rmtree(entry, ignore_errors=True) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+            gone.append(entry.name)
+    return gone
 
 
 def _upload_ids(session: Session) -> set[str]:
