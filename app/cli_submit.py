@@ -84,55 +84,64 @@ class Uploader:
         path = Path(value).expanduser()
         return (path if path.is_absolute() else self.base_dir / path).resolve()
 
-    def dataset(self, value: Any, field: str) -> Any:
+    def data_file(self, value: Any, field: str) -> Path | None:
+        """The local file a data entry names; None for a dataset id (or a value the service will refuse)."""
         if not isinstance(value, str):
-            return value  # the service names the type error
+            return None
         path = self._local(value)
-        if not path.is_file():
-            if value.startswith("ds_"):
-                return value
-            raise RecipeInputError(f"no such file {path}", field)
+        if path.is_file():
+            return path
+        if value.startswith("ds_"):
+            return None
+        raise RecipeInputError(f"no such file {path}", field)
+
+    def teacher_path(self, ref: Any) -> Path | None:
+        """The local directory or archive a teacher names; None when it is already a service reference."""
+        if not isinstance(ref, dict) or ref.get("source") not in ("local", "archive"):
+            return None
+        path = self._local(ref["path"])
+        if ref["source"] == "archive":
+            if not path.is_file():
+                raise RecipeInputError(f"no such archive {path}", "teacher.path")
+        elif not path.is_dir():
+            raise RecipeInputError(f"{path} is not a directory", "teacher.path")
+        elif not (path / "config.json").is_file():
+            raise RecipeInputError(f"{path} is not a model directory (no config.json)", "teacher.path")
+        return path
+
+    def dataset(self, path: Path, shown: str, field: str) -> str:
         if self._datasets is None:
             self._datasets = {d.sha256: d.id for d in self.client.datasets.list()}
         digest = _sha256(path)
         if digest in self._datasets:
-            note(f"{field}: {value} is already uploaded as {self._datasets[digest]}")
+            note(f"{field}: {shown} is already uploaded as {self._datasets[digest]}")
         else:
             self._datasets[digest] = self.client.datasets.upload(path).id
-            note(f"{field}: uploaded {value} as {self._datasets[digest]}")
+            note(f"{field}: uploaded {shown} as {self._datasets[digest]}")
         return self._datasets[digest]
 
-    def teacher(self, ref: Any) -> Any:
-        if not isinstance(ref, dict) or ref.get("source") not in ("local", "archive"):
-            return ref
-        if not isinstance(ref.get("path"), str):
-            raise RecipeInputError("a path is required", "teacher.path")
-        path = self._local(ref["path"])
+    def teacher(self, path: Path, shown: str, archive: bool) -> dict[str, str]:
         models = list(self.client.models.list())
-        if ref["source"] == "archive":
-            if not path.is_file():
-                raise RecipeInputError(f"no such archive {path}", "teacher.path")
-            return {"model": self._upload(path, _sha256(path), models, ref["path"])}
-        if not path.is_dir():
-            raise RecipeInputError(f"{path} is not a directory", "teacher.path")
+        if archive:
+            return {"model": self._upload(path, _sha256(path), models, shown)}
         manifest = dir_manifest_sha256(path)
         for m in models:
             if m.source == {"source": "local", "path": str(path)} and m.sha256 == manifest:
-                note(f"teacher: {ref['path']} is already registered as {m.id}")
+                note(f"teacher: {shown} is already registered as {m.id}")
                 return {"model": m.id}
         packed = pack_model_dir(path)
         try:
             digest = _sha256(packed)
             if found := next((m for m in models if m.source.get("source") == "store" and m.sha256 == digest), None):
-                note(f"teacher: {ref['path']} is already uploaded as {found.id}")
+                note(f"teacher: {shown} is already uploaded as {found.id}")
                 return {"model": found.id}
             try:
                 model = self.client.models.register(path.name, path=path)
-                note(f"teacher: registered {ref['path']} by path as {model.id}")
+                note(f"teacher: registered {shown} by path as {model.id}")
                 return {"model": model.id}
             except ValidationError:
                 pass  # not a path the service can read (another machine, or outside its roots): upload it
-            return {"model": self._upload(packed, digest, [], ref["path"], name=path.name)}
+            return {"model": self._upload(packed, digest, [], shown, name=path.name)}
         finally:
             packed.unlink(missing_ok=True)
 
@@ -147,15 +156,24 @@ class Uploader:
 
 
 def prepare(client: Client, recipe_path: Path) -> dict[str, Any]:
-    """The recipe at `recipe_path` with its local files uploaded and replaced by ids."""
+    """The recipe at `recipe_path` with its local files uploaded and replaced by ids. Every file is found
+    before the first upload starts."""
     data = read_recipe(recipe_path)
     check_recipe(data)
     up = Uploader(client, recipe_path.resolve().parent)
-    data["teacher"] = up.teacher(data["teacher"])
+    teacher = up.teacher_path(data["teacher"])
     spec = data.get("data") or {}
-    if spec.get("train") is not None:
-        spec["train"] = up.dataset(spec["train"], "data.train")
-    spec["eval"] = {name: up.dataset(v, f"data.eval.{name}") for name, v in (spec.get("eval") or {}).items()}
-    if spec:
-        data["data"] = spec
+    entries = ([("data.train", "train", None)] if spec.get("train") is not None else []) + [
+        (f"data.eval.{name}", "eval", name) for name in spec.get("eval") or {}]
+    files = {field: up.data_file(spec[key] if name is None else spec[key][name], field)
+             for field, key, name in entries}
+    if teacher is not None:
+        data["teacher"] = up.teacher(teacher, data["teacher"]["path"], data["teacher"]["source"] == "archive")
+    for field, key, name in entries:
+        if (path := files[field]) is not None:
+            shown = spec[key] if name is None else spec[key][name]
+            if name is None:
+                spec[key] = up.dataset(path, shown, field)
+            else:
+                spec[key][name] = up.dataset(path, shown, field)
     return data

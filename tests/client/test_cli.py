@@ -113,6 +113,10 @@ def test_a_bad_recipe_exits_2_naming_the_field(stack, recipe_dir):
     missing = write(recipe_dir, [DISTILL], data={"train": "data/nope.jsonl"})
     run = cli(stack, "jobs", "submit", missing)
     assert run.returncode == 2 and "data.train: no such file" in run.stderr
+    assert "teacher:" not in run.stderr  # every file is found before the first upload
+    (recipe_dir / "empty").mkdir()
+    run = cli(stack, "jobs", "submit", write(recipe_dir, [DISTILL], teacher={"source": "local", "path": "empty"}))
+    assert run.returncode == 2 and "teacher.path" in run.stderr and "no config.json" in run.stderr
     (recipe_dir / "broken.yaml").write_text("teacher: [unclosed\n")
     run = cli(stack, "jobs", "submit", str(recipe_dir / "broken.yaml"))
     assert run.returncode == 2 and "not valid YAML" in run.stderr
