@@ -96,12 +96,29 @@ export function renderJob(root, jobId, _feed) {
   const streamState = h('span', { class: 'muted small', id: 'events-state' });
   let refreshTimer = null;
 
+  const barSlot = h('div', { class: 'bar-slot' });
+  let headKey = '';
+
+  // The header is rebuilt only when what it shows changes, not on every training step, so the cancel
+  // button keeps keyboard focus and is never replaced under the pointer.
   function paint() {
+    const key = [job.status, job.started_at, job.finished_at, job.attempts].join('|');
+    if (key !== headKey) {
+      headKey = key;
+      paintHead();
+    }
+    clear(barSlot, progressBar(job, 'job progress'));
+    clear(failure, job.failure ? h('div', { class: 'banner banner-error', role: 'alert', id: 'failure' },
+      h('strong', {}, job.failure.code || 'failed'), ': ', job.failure.message || '') : null);
+    clear(tl, timeline(job));
+  }
+
+  function paintHead() {
     const cancellable = ['queued', 'running', 'cancelling'].includes(job.status);
     const cancel = h('button', { class: 'btn btn-danger', type: 'button', id: 'cancel', disabled: job.status === 'cancelling' },
       job.status === 'cancelling' ? 'Cancelling…' : 'Cancel job');
     cancel.addEventListener('click', async () => {
-      if (!window.confirm(`Cancel ${job.id}?`)) return;
+      if (!window.confirm(`Cancel ${job.id}? A running job stops at its next step.`)) return;
       cancel.disabled = true;
       try { job = await call(`/v1/jobs/${job.id}/cancel`, { method: 'POST' }); paint(); } catch (err) {
         cancel.disabled = false;
@@ -112,15 +129,12 @@ export function renderJob(root, jobId, _feed) {
       h('div', {},
         h('a', { href: '#/', class: 'back' }, '← Jobs'),
         h('h1', { class: 'mono' }, job.id),
-        h('div', { class: 'meta' }, h('span', { id: 'job-status' }, statusBadge(job.status)),
+        h('div', { class: 'meta' }, h('span', { id: 'job-status', role: 'status' }, statusBadge(job.status)),
           h('span', {}, `created ${fmtTime(job.created_at)}`),
           job.started_at ? h('span', {}, `started ${fmtTime(job.started_at)}`) : null,
           job.finished_at ? h('span', {}, `finished ${fmtTime(job.finished_at)}`) : null,
           h('span', {}, `queue ${job.queue}`), job.attempts > 1 ? h('span', {}, `attempts ${job.attempts}`) : null)),
-      h('div', { class: 'actions' }, progressBar(job, 'job progress'), cancellable ? cancel : null));
-    clear(failure, job.failure ? h('div', { class: 'banner banner-error', role: 'alert', id: 'failure' },
-      h('strong', {}, job.failure.code || 'failed'), ': ', job.failure.message || '') : null);
-    clear(tl, timeline(job));
+      h('div', { class: 'actions' }, barSlot, cancellable ? cancel : null));
   }
 
   async function loadJob() {

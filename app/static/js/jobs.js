@@ -49,7 +49,7 @@ function row(job) {
     h('td', { class: 'progress-cell' }, progressBar(job),
       h('span', { class: 'progress-text' }, `${done}/${stageCount} stages`, stepText(job) ? ` · ${stepText(job)}` : '')),
     h('td', {}, fmtTime(job.created_at)),
-    h('td', {}, fmtDuration(elapsed(job))),
+    h('td', { class: 'elapsed-cell' }, fmtDuration(elapsed(job))),
     h('td', { class: 'failure-cell' }, job.failure?.code || ''));
 }
 
@@ -59,25 +59,35 @@ export function renderJobs(root, feed) {
   const empty = h('div', { class: 'empty', hidden: true }, 'No jobs yet. ',
     h('a', { href: '#/new' }, 'Submit a recipe'), ' to start one.');
   const error = h('p', { class: 'banner banner-error', role: 'alert', hidden: true });
-  const filter = h('select', { id: 'status-filter', onchange: load },
+  const filter = h('select', { id: 'status-filter', onchange: () => load() },
     ...['', 'queued', 'running', 'cancelling', 'succeeded', 'failed', 'cancelled'].map((st) =>
       h('option', { value: st }, st || 'all')));
   let alive = true;
   const pending = new Map();
 
   function paint() {
+    // rows are rebuilt; keyboard focus on a job's link survives it
+    const focused = document.activeElement?.closest?.('tr[data-job-id]')?.dataset.jobId;
     const ids = [...jobs.keys()].sort().reverse();
     clear(tbody, ids.map((id) => row(jobs.get(id))));
     empty.hidden = ids.length > 0;
+    if (focused) tbody.querySelector(`tr[data-job-id="${CSS.escape(focused)}"] a`)?.focus();
   }
 
-  async function load() {
+  let cursor = null;
+  const more = h('button', { class: 'btn', type: 'button', id: 'older', hidden: true, onclick: () => load(cursor) },
+    'Load older jobs');
+
+  // The newest page, or (with `after`) the next older one appended to what is shown.
+  async function load(after = null) {
     try {
       const status = filter.value ? `&status=${filter.value}` : '';
-      const page = await call(`/v1/jobs?limit=50${status}`);
+      const page = await call(`/v1/jobs?limit=50${status}${after ? `&after=${encodeURIComponent(after)}` : ''}`);
       if (!alive) return;
-      jobs.clear();
+      if (!after) jobs.clear();
       page.data.forEach((j) => jobs.set(j.id, j));
+      cursor = page.has_more ? page.next_cursor : null;
+      more.hidden = !cursor;
       error.hidden = true;
       paint();
     } catch (err) {
@@ -102,14 +112,20 @@ export function renderJobs(root, feed) {
   }
 
   const unsubscribe = feed.subscribe((ev) => {
-    if (ev === null) { load(); return; } // (re)connected: re-read the page
+    if (ev === null) { load(); return; } // (re)connected: re-read the newest page
     const job = jobs.get(ev.job_id);
     if (!job || ev.total === null || ev.total === undefined) { refresh(ev.job_id); return; }
     job.current_stage = ev.stage;
     job.progress = { stage: ev.stage, step: ev.step, total: ev.total, loss: ev.loss, message: ev.message };
     paint();
   });
-  const ticker = setInterval(() => { if ([...jobs.values()].some((j) => !TERMINAL.has(j.status))) paint(); }, 1000);
+  // running jobs' elapsed time, updated in place
+  const ticker = setInterval(() => {
+    for (const tr of tbody.querySelectorAll('tr[data-job-id]')) {
+      const job = jobs.get(tr.dataset.jobId);
+      if (job && !TERMINAL.has(job.status)) tr.querySelector('.elapsed-cell').textContent = fmtDuration(elapsed(job));
+    }
+  }, 1000);
 
   root.append(
     h('div', { class: 'page-head' },
@@ -124,7 +140,8 @@ export function renderJobs(root, feed) {
         h('thead', {}, h('tr', {}, ...['Job', 'Status', 'Current stage', 'Progress', 'Created', 'Elapsed', 'Failure']
           .map((t) => h('th', { scope: 'col' }, t)))),
         tbody),
-      empty));
+      empty),
+    h('div', { class: 'more' }, more));
   load();
   return () => { alive = false; unsubscribe(); clearInterval(ticker); pending.forEach(clearTimeout); };
 }

@@ -3,7 +3,6 @@
 // sequences, and flow collections ({...}, [...]) on one or several lines: the shapes recipes are written in.
 
 export function locate(text) {
-  const lines = [];
   const starts = [0];
   for (let i = 0; i < text.length; i++) if (text[i] === '\n') starts.push(i + 1);
   const lineAt = (off) => {
@@ -105,7 +104,7 @@ export function locate(text) {
       else if (inner >= 0) {
         const innerCol = col + 1 + inner;
         // a mapping that starts on the item's line belongs to the item, at the inner column
-        stack.push({ indent: innerCol, type: 'map', path, pending: null, index: 0, item: true });
+        stack.push({ indent: innerCol, type: 'map', path, pending: null, index: 0 });
         block(off + 1 + inner, innerCol);
       }
       return;
@@ -136,7 +135,6 @@ export function locate(text) {
     const line = text.slice(off, end);
     const col = line.search(/\S/);
     if (col < 0 || line[col] === '#' || line.startsWith('---') || line.startsWith('...')) continue;
-    lines.push(n);
     block(off + col, col);
   }
   return map;
