@@ -9,8 +9,8 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import Conflict, ConnectionFailed, DistilleryError, WaitTimeout
-from .jobs_sync import RECONNECTABLE, _Deadline, sse_headers, stream_timeout
+from .errors import Conflict, ConnectionFailed, WaitTimeout
+from .jobs_sync import RECONNECTABLE, NoEventStream, _Deadline, sse_headers, stream_timeout
 from .resources import job_list_params
 from .sse import SSEDecoder
 from .types import Event, Job
@@ -91,7 +91,7 @@ class AsyncJobs:
                                                     timeout=stream_timeout(deadline)) as response:
                     kind = response.headers.get("content-type", "")
                     if not kind.startswith("text/event-stream"):
-                        raise DistilleryError(f"expected an event stream, got {kind or 'no content type'}")
+                        raise NoEventStream(f"expected an event stream, got {kind or 'no content type'}")
                     decoder = SSEDecoder()
                     async for line in response.aiter_lines():
                         if deadline is not None and time.monotonic() > deadline:
@@ -125,6 +125,8 @@ class AsyncJobs:
             try:
                 async for _ in self._follow(job_id, 0, deadline):
                     pass
+            except NoEventStream:
+                pass  # poll below
             except _Deadline:
                 job = await self.get(job_id)
                 raise WaitTimeout(f"job {job_id} did not finish within {timeout}s", job=job) from None

@@ -26,6 +26,10 @@ class _Deadline(Exception):
     pass
 
 
+class NoEventStream(DistilleryError):
+    """The events URL did not answer with text/event-stream (a proxy in the way): `wait` polls instead."""
+
+
 def stream_timeout(deadline: float | None) -> httpx.Timeout:
     read = STREAM_READ_S if deadline is None else max(0.1, min(STREAM_READ_S, deadline - time.monotonic() + 0.5))
     return httpx.Timeout(30.0, connect=10.0, read=read)
@@ -128,7 +132,7 @@ class Jobs:
                                               timeout=stream_timeout(deadline)) as response:
                     kind = response.headers.get("content-type", "")
                     if not kind.startswith("text/event-stream"):
-                        raise DistilleryError(f"expected an event stream, got {kind or 'no content type'}")
+                        raise NoEventStream(f"expected an event stream, got {kind or 'no content type'}")
                     decoder = SSEDecoder()
                     for line in response.iter_lines():
                         if deadline is not None and time.monotonic() > deadline:
@@ -170,6 +174,8 @@ class Jobs:
             try:
                 for _ in self._follow(job_id, 0, deadline):
                     pass
+            except NoEventStream:
+                pass  # poll below
             except _Deadline:
                 raise WaitTimeout(f"job {job_id} did not finish within {timeout}s", job=self.get(job_id)) from None
             job = self.get(job_id)

@@ -14,7 +14,7 @@ import yaml
 
 from tests import fixtures
 from tests.client.conftest import cli
-from tests.worker.conftest import DISTILL, FAST_EVAL, QUANTIZE
+from tests.worker.conftest import DISTILL, FAST_EVAL
 
 
 @pytest.fixture
@@ -41,7 +41,7 @@ def submitted(stderr: str) -> str:
 
 
 def test_submit_watch_then_list_show_report_download_resubmit_cancel(stack, recipe_dir, tmp_path):
-    recipe = write(recipe_dir, [DISTILL, QUANTIZE])
+    recipe = write(recipe_dir, [DISTILL])
     run = cli(stack, "jobs", "submit", recipe, "--watch")
     assert run.returncode == 0, run.stderr
     err = run.stderr
@@ -75,13 +75,15 @@ def test_submit_watch_then_list_show_report_download_resubmit_cancel(stack, reci
         with open(path, "rb") as f:
             assert hashlib.sha256(f.read()).hexdigest() == expected[name]
 
-    # the same recipe again: nothing is uploaded twice; this job is cancelled and `watch` says so
-    again = cli(stack, "jobs", "submit", recipe)
+    # the same files again (a longer run): nothing is uploaded twice; this job is cancelled and `watch` says so
+    again = cli(stack, "jobs", "submit", write(recipe_dir, [{**DISTILL, "epochs": 200}], name="long.yaml"))
     assert again.returncode == 0, again.stderr
     assert "uploaded" not in again.stderr.replace("already uploaded", "")
     assert again.stderr.count("is already uploaded as") == 3
     second = again.stdout.strip()
     assert re.fullmatch(r"job_\w+", second) and second != job_id
+    waited = cli(stack, "jobs", "watch", second, "--timeout", "1")
+    assert waited.returncode == 9 and "did not end within 1.0s" in waited.stderr
     cancel = cli(stack, "jobs", "cancel", second)
     assert cancel.returncode == 0 and re.fullmatch(rf"{second} (cancelling|cancelled)\n", cancel.stdout)
     watch = cli(stack, "jobs", "watch", second)

@@ -19,6 +19,7 @@ from distillery.client import (
     PayloadTooLarge,
     Unauthorized,
     ValidationError,
+    WaitTimeout,
 )
 from distillery.client.resources import dir_manifest_sha256, pack_model_dir
 from tests.client.conftest import MAX_UPLOAD, job_body
@@ -99,6 +100,13 @@ def test_cancel(client, stack, done_job):
     body = job_body(done_job.model_id, done_job.train_id, done_job.eval_id,
                     stages=[{**job_body("", "", "")["stages"][0], "epochs": 200}])
     job = client.jobs.create(body)
+    with pytest.raises(WaitTimeout) as err:
+        client.jobs.wait(job.id, timeout=0.5)
+    assert err.value.job.id == job.id and not err.value.job.finished
+    with pytest.raises(WaitTimeout):
+        client.jobs.wait(job.id, timeout=0.3, poll_interval=0.1)
+    with pytest.raises(WaitTimeout):
+        list(client.jobs.events(job.id, follow=True, timeout=0.5))
     cancelled = client.jobs.cancel(job.id)
     assert cancelled.status in ("cancelling", "cancelled")
     assert client.jobs.wait(job.id, timeout=120).status == "cancelled"

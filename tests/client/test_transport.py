@@ -132,3 +132,10 @@ def test_the_async_client_retries_too(tmp_path):
         asyncio.run(main(srv.url))
     assert [s.method for s in srv.seen] == ["GET"] * 3 + ["POST"] + ["GET"] * 2
     assert srv.seen[-1].headers["last-event-id"] == "2"
+
+
+def test_wait_polls_when_the_events_url_is_not_a_stream():
+    done = Reply(200, json.dumps({**JOB, "status": "succeeded"}).encode())
+    with FakeServer([Reply(200, b'{"data": []}'), done]) as srv, fast(srv.url) as c:
+        assert c.jobs.wait("job_1", timeout=5).status == "succeeded"
+    assert [s.path.split("?")[0] for s in srv.seen] == ["/v1/jobs/job_1/events", "/v1/jobs/job_1"]
