@@ -171,7 +171,8 @@ def store_inputs(recipe: dict) -> list[tuple[str, bool]]:
     """The store keys a job's recipe reads, as (key, is_dir): its relative paths. Absolute paths are files on
     every worker's own disk (registered model roots), and hub or bundled teachers need no store."""
     data = recipe.get("data") or {}
-    keys = [(p, False) for p in [data.get("train"), *(data.get("eval") or {}).values()]
+    tasks = [p for spec in (recipe.get("tasks") or {}).values() for p in (spec.get("train"), spec.get("eval"))]
+    keys = [(p, False) for p in [data.get("train"), *(data.get("eval") or {}).values(), *tasks]
             if p and not Path(p).is_absolute()]
     teacher = recipe.get("teacher") or {}
     path = teacher.get("path") if teacher.get("source") in ("local", "archive") else None

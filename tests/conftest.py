@@ -56,3 +56,8 @@ def s3_endpoint():
 
     with moto_server() as url:
         yield url
+
+
+@pytest.fixture(scope="session")
+def two_tasks(assets) -> dict[str, Path]:
+    return fixtures.make_two_tasks(assets / "two-tasks")

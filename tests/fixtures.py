@@ -127,3 +127,24 @@ def make_gpt2(path: Path, *, layers: int = 4, seed: int = 0) -> Path:
     GPT2LMHeadModel(cfg).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+def make_two_tasks(root: Path, seed: int = 5, n_train: int = 96, n_eval: int = 60) -> dict[str, Path]:
+    """Two tasks for the topic classifier (make_bert(classifier=True)) that degrade at different rates:
+    `robust` is clear single-topic sentences with gold labels (the teacher is sure; a pruned student stays
+    right), `fragile` is sentences mixing every topic's words, scored by agreement with the teacher, whose
+    answers there sit near its decision boundaries and flip as soon as the student is perturbed."""
+    rng = random.Random(seed)
+    topics = sorted(TOPICS)
+    every = [w for ws in TOPICS.values() for w in ws] + FILLER
+
+    def clear(n: int) -> list[dict]:
+        return [{"text": sentence(rng, topics[i % 3]), "label": topics[i % 3]} for i in range(n)]
+
+    def mixed(n: int) -> list[dict]:
+        return [{"text": " ".join(rng.choice(every) for _ in range(8))} for _ in range(n)]
+
+    root.mkdir(parents=True, exist_ok=True)
+    sets = {"robust_train": clear(n_train), "robust_eval": clear(n_eval),
+            "fragile_train": mixed(n_train), "fragile_eval": mixed(n_eval)}
+    return {name: write_jsonl(root / f"{name}.jsonl", rows) for name, rows in sets.items()}

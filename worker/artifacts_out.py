@@ -1,5 +1,6 @@
-"""A finished job's downloadable files: the artifact directory as one tar, plus report.json and
-manifest.json, each recorded as an Artifact row with its size and sha256.
+"""A finished job's downloadable files: the artifact directory as one tar (a multi-task job: one tar per
+student, model-<name>.tar), plus report.json and manifest.json, each recorded as an Artifact row with its
+size and sha256.
 
 The tar is uncompressed (weights barely compress) and deterministic: members in sorted order, owner,
 mode and mtime fixed, so rebuilding it after a redelivery gives the same bytes and the same ETag.
@@ -77,13 +78,25 @@ def _hash_file(path: Path) -> tuple[int, str]:
     return path.stat().st_size, digest.hexdigest()
 
 
-def collect(out_dir: Path, data_dir: Path, created_at: datetime, *, with_tar: bool) -> list[FileInfo]:
-    """Build the tar (when this run left an artifact) and describe every file to record."""
+def student_tar_name(student: str) -> str:
+    return f"model-{student}.tar"
+
+
+def collect(out_dir: Path, data_dir: Path, created_at: datetime, *, with_tar: bool,
+            students: list[str] = ()) -> list[FileInfo]:
+    """Build the tar (when this run left an artifact; one per student of a multi-task job) and describe every
+    file to record."""
     files: list[FileInfo] = []
     rel = out_dir.resolve().relative_to(data_dir.resolve()).as_posix()
     if with_tar and (out_dir / "artifact").is_dir():
         size, sha = build_tar(out_dir / "artifact", out_dir / TAR_NAME, created_at.timestamp())
         files.append(FileInfo(TAR_NAME, f"{rel}/{TAR_NAME}", "application/x-tar", size, sha))
+    for student in students:  # each student is its own artifact: model-<name>.tar, unpacking to model/
+        src = out_dir / "students" / student / "artifact"
+        if src.is_dir():
+            name = student_tar_name(student)
+            size, sha = build_tar(src, out_dir / name, created_at.timestamp())
+            files.append(FileInfo(name, f"{rel}/{name}", "application/x-tar", size, sha))
     for name in ("report.json", "manifest.json"):
         if (out_dir / name).is_file():
             size, sha = _hash_file(out_dir / name)

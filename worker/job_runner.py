@@ -27,6 +27,7 @@ from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, par
 from worker.engine import run as run_engine
 from worker.engine.errors import Cancelled
 from worker.lease import ACTIVE, SHUTDOWN, Claim, Lease, aware, claim, exit_now, new_owner, release
+from worker.oom import is_out_of_memory, out_of_memory_message
 from worker.progress_db import JobProgress, LeaseLost, max_seq
 
 log = logging.getLogger("distillery.worker")
@@ -101,8 +102,8 @@ def run_job(settings: Settings, job_id: str) -> str:
 def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, lease: Lease) -> Outcome | None:
     roots = [settings.uploads_dir, *settings.model_roots]
     store = get_store(settings)
-    ctx = RunContext(on_progress=checkpoints.Uploader(store, settings.data_dir, out_dir, progress),
-                     should_cancel=lease.should_cancel)
+    ctx = RunContext(on_progress=progress, should_cancel=lease.should_cancel,
+                     on_checkpoint=checkpoints.Uploader(store, settings.data_dir))
     try:
         # Inputs held in the store (relative paths) are fetched into this worker's data_dir, the engine's
         # base_dir, and reused by later jobs; with the local store they are already there. So are the
@@ -123,6 +124,9 @@ def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress,
     except SoftTimeLimitExceeded:  # Celery's own limit, under the prefork pool
         return Outcome("failed", "timeout", _timeout_message(settings))
     except Exception as exc:
+        if is_out_of_memory(exc):
+            log.warning("job %s: out of memory: %s", job.id, exc)
+            return Outcome("failed", "out_of_memory", out_of_memory_message(exc))
         log.exception("job %s: internal error", job.id)
         return Outcome("failed", "internal_error", f"{type(exc).__name__}: {exc}")
     if result is not None and result.status == "succeeded":
@@ -153,13 +157,25 @@ def _timeout_message(settings: Settings) -> str:
             "checkpointed")
 
 
+def _shortfall_text(s: dict) -> str:
+    kept = "n/a" if s.get("retention") is None else f"{s['retention']:.4f}"
+    short = f" (short by {s['short_by']:.4f})" if s.get("short_by") else ""
+    who = f"student {s['student']}: " if s.get("student") else ""
+    return f"{who}task {s['task']} kept {kept} of the teacher's {s.get('metric')}, needs {s['required']}{short}"
+
+
 def _gate_message(report: dict) -> str:
+    parts = [_shortfall_text(s) for s in report.get("shortfalls", [])]
+    if report.get("search") is not None:
+        search = report["search"]
+        effort = (search.get("best_effort") or {}).get("id", "none")
+        return (f"no candidate of {search['trials_run']} trials passed every gate; the best effort, {effort}: "
+                + "; ".join(parts or ["see the report"]))
+    if report.get("students") is not None:
+        ok = sorted(report["final"].get("students") or {})
+        return ("a student failed its quality gate: " + "; ".join(parts or ["see the report"])
+                + (f"; passing students are still downloadable ({', '.join(ok)})" if ok else ""))
     stage = report["stages"][-1] if report.get("stages") else {}
-    parts = []
-    for s in report.get("shortfalls", []):
-        kept = "n/a" if s.get("retention") is None else f"{s['retention']:.4f}"
-        short = f" (short by {s['short_by']:.4f})" if s.get("short_by") else ""
-        parts.append(f"task {s['task']} kept {kept} of the teacher's {s.get('metric')}, needs {s['required']}{short}")
     label = f"{stage.get('index')}:{stage.get('kind')}" if stage else "a stage"
     best = (report.get("final") or {}).get("stage_index")
     kept_note = f"; the artifact is the last passing stage ({best})" if best is not None else "; no stage passed"
@@ -171,7 +187,7 @@ def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, 
     files: list[artifacts_out.FileInfo] = []
     if result is not None:
         files = artifacts_out.collect(out_dir, settings.data_dir, aware(job.created_at),
-                                      with_tar=result.artifact is not None)
+                                      with_tar=result.artifact is not None, students=sorted(result.artifacts))
         # Into the store before the rows that name them are committed (a no-op for the local store).
         artifacts_out.publish(get_store(settings), settings.data_dir, files)
     now = utcnow()

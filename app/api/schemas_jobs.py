@@ -96,7 +96,7 @@ class JobCreate(Recipe):
 
     def unknown_gates(self) -> list[str]:
         """Names in gates.per_task that are not eval tasks in data.eval."""
-        return sorted(set(self.gates.per_task) - set(self.data.eval))
+        return sorted(set(self.gates.per_task) - set(self.data.eval) - set(self.tasks))
 
 
 # ---- responses --------------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from ..repositories.datasets import get_dataset
 from ..repositories.models import get_model
 from ..settings import Settings
 from ..store import fetch_inputs, get_store
+from .preflight import check_memory
 
 log = logging.getLogger("distillery.jobs")
 
@@ -87,6 +88,11 @@ def build_recipe(session: Session, settings: Settings, owner: str, body: JobCrea
         "eval": {name: _dataset_path(session, owner, ds, f"data.eval.{name}")
                  for name, ds in data.eval.items()},
     }
+    recipe["tasks"] = {  # each task names its own datasets by id
+        name: {**spec.model_dump(mode="json"),
+               "train": _dataset_path(session, owner, spec.train, f"tasks.{name}.train"),
+               "eval": _dataset_path(session, owner, spec.eval, f"tasks.{name}.eval")}
+        for name, spec in body.tasks.items()}
     for index, stage in enumerate(body.stages):
         # A path in the body would reach files under the roots that belong to other owners.
         if isinstance(stage, DistillConfig) and isinstance(stage.student.model, LocalRef | ArchiveRef):
@@ -109,8 +115,9 @@ def dry_run(settings: Settings, recipe: Recipe) -> None:
     try:
         # Uploads are kept here since they were checked; another API replica fetches them from the store.
         fetch_inputs(get_store(settings), settings.data_dir, recipe.model_dump(mode="json"))
-        make_plan(planned, base_dir=settings.data_dir, roots=[settings.uploads_dir, *settings.model_roots],
-                  work_dir=work_dir)
+        plan = make_plan(planned, base_dir=settings.data_dir, roots=[settings.uploads_dir, *settings.model_roots],
+                         work_dir=work_dir)
+        check_memory(settings, plan, "gpu" if recipe.device == "cuda" else "cpu")
     except EngineError as exc:
         raise invalid(exc.field or "body", exc.message, exc.code) from None
     except FileNotFoundError as exc:
@@ -154,7 +161,9 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
     try:
         job = repo.create_job(
             session, job_id=new_id("job"), owner=owner, queue=queue, request=submitted,
-            recipe=recipe.model_dump(mode="json"), stage_kinds=[s.kind for s in recipe.stages],
+            recipe=recipe.model_dump(mode="json"),
+            # a multi-task or search job runs its stages once per student or trial: its events tell those apart
+            stage_kinds=[] if recipe.tasks or recipe.search else [s.kind for s in recipe.stages],
             idempotency=(idempotency_key, digest) if idempotency_key is not None else None)
         session.commit()  # before enqueueing: the worker re-reads the row by id
     except IntegrityError:

@@ -51,6 +51,10 @@ def save_candidate(candidate: Candidate, out: Path) -> Path:
             torch.save(cpu_state_dict(model), tmp / STATE_DICT)
     else:
         model.save_pretrained(tmp, safe_serialization=True)
+    backend = getattr(candidate.tokenizer, "_tokenizer", None)
+    if backend is not None:  # padding set by an earlier batched call would be saved too: same model, other bytes
+        backend.no_padding()
+        backend.no_truncation()
     candidate.tokenizer.save_pretrained(tmp)
     _write_json(tmp / META, {
         "format_version": FORMAT_VERSION,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 from .errors import Cancelled
 
@@ -30,15 +32,34 @@ def _never_cancel() -> bool:
     return False
 
 
+def _no_checkpoint(path: Path) -> None:
+    return None
+
+
 @dataclass
 class RunContext:
     """What the engine needs from its caller. The worker wires these to the database; the CLI to a bar."""
 
     on_progress: Callable[[ProgressEvent], None] = _no_progress
     should_cancel: Callable[[], bool] = _never_cancel
+    # Called with a directory once the engine has finished writing a checkpoint there (its marker file
+    # written last), so the worker can copy it to a store other machines resume from.
+    on_checkpoint: Callable[[Path], None] = _no_checkpoint
 
     def progress(self, stage: str, message: str, **kw) -> None:
         self.on_progress(ProgressEvent(stage=stage, message=message, **kw))
+
+    def checkpoint(self, path: Path) -> None:
+        self.on_checkpoint(path)
+
+    def scoped(self, prefix: str) -> RunContext:
+        """The same hooks, with event stages prefixed ("students/topics/0:distill"), for a run inside a run."""
+        outer = self.on_progress
+
+        def on_progress(event: ProgressEvent) -> None:
+            outer(dataclasses.replace(event, stage=f"{prefix}/{event.stage}"))
+
+        return RunContext(on_progress=on_progress, should_cancel=self.should_cancel, on_checkpoint=self.on_checkpoint)
 
     def check_cancel(self) -> None:
         """Called between steps; raises Cancelled so the runner can stop cleanly."""

@@ -39,11 +39,14 @@ def build_manifest(plan: Plan, status: str, artifact_dir: Path | None, out_dir: 
     if plan.teacher.local_dir is not None and teacher.get("source") != "archive":
         teacher["files"] = hash_dir(plan.teacher.local_dir)
     data = {}
-    if plan.env.train is not None:
+    if plan.env.train is not None and not plan.task_trains:
         data["train"] = {"path": str(plan.env.train.path), "sha256": plan.env.train.sha256,
                          **plan.env.train.schema()}
+    for name, ds in plan.task_trains.items():
+        data[f"tasks.{name}.train"] = {"path": str(ds.path), "sha256": ds.sha256, **ds.schema()}
     for name, ds in plan.env.eval.items():
-        data[f"eval.{name}"] = {"path": str(ds.path), "sha256": ds.sha256, **ds.schema()}
+        key = f"tasks.{name}.eval" if plan.recipe.tasks else f"eval.{name}"
+        data[key] = {"path": str(ds.path), "sha256": ds.sha256, **ds.schema()}
     return {
         "format_version": 1,
         "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -15,6 +15,7 @@ import torch
 from .architecture import ModelInfo
 from .data import Dataset, load_dataset
 from .errors import DataError, EngineError, ModelReferenceError, RecipeError
+from .multi_plan import StudentPlan, check_space, student_plans
 from .recipe import EvaluateConfig, QuantizeConfig, Recipe
 from .references import ResolvedModel, resolve
 from .stages import Stage, StageEnv, build_stage
@@ -29,6 +30,8 @@ class Plan:
     env: StageEnv
     stages: list[Stage] = field(default_factory=list)
     infos: list[ModelInfo] = field(default_factory=list)  # model shape after each stage
+    students: list[StudentPlan] = field(default_factory=list)  # with tasks: the students to make
+    task_trains: dict[str, Dataset] = field(default_factory=dict)  # with tasks: each one's training set
 
 
 def pick_device(wanted: str) -> torch.device:
@@ -67,14 +70,46 @@ def _model_info(resolved: ResolvedModel) -> ModelInfo:
         raise ModelReferenceError(f"cannot read the config of {where}: {msg}", field="teacher") from None
 
 
+def _load_tasks(recipe: Recipe, task, base_dir: Path, roots: list[Path]) -> tuple[dict, dict]:
+    """Each task's train and eval sets, checked against the task kind; errors name tasks.<name>.<role>."""
+    trains, evals = {}, {}
+    for name, spec in recipe.tasks.items():
+        trains[name] = _load_data(spec.train, base_dir, roots, f"tasks.{name}.train")
+        task.check_dataset(trains[name], "train", f"tasks.{name}.train")
+        evals[name] = _load_data(spec.eval, base_dir, roots, f"tasks.{name}.eval")
+    return trains, evals
+
+
+def _check_stages(plan: Plan, info: ModelInfo, record: bool) -> None:
+    quantized_at: int | None = None
+    train = plan.env.train
+    for index, config in enumerate(plan.recipe.stages):
+        if quantized_at is not None and not isinstance(config, EvaluateConfig):
+            raise RecipeError(f"stage {index} ({config.kind}) comes after quantize (stage {quantized_at}); "
+                              "quantize must be the last transforming stage", field=f"stages.{index}")
+        if isinstance(config, QuantizeConfig):
+            quantized_at = index
+        stage = build_stage(config, index)
+        if stage.requires_train_data and train is None:
+            raise DataError(f"stage {index} ({config.kind}) needs data.train", field="data.train")
+        info = stage.validate(info, plan.env)
+        if record:
+            plan.stages.append(stage)
+            plan.infos.append(info)
+
+
 def make_plan(recipe: Recipe, *, base_dir: Path, roots: Sequence[Path], work_dir: Path) -> Plan:
+    recipe.check_tasks_and_search()
     task = get_task(recipe.task)
     roots = list(roots)
     device = pick_device(recipe.device)
     train = _load_data(recipe.data.train, base_dir, roots, "data.train") if recipe.data.train else None
     evals = {name: _load_data(p, base_dir, roots, f"data.eval.{name}") for name, p in recipe.data.eval.items()}
+    trains: dict[str, Dataset] = {}
+    if recipe.tasks:
+        trains, evals = _load_tasks(recipe, task, base_dir, roots)
     for name, ds in evals.items():
-        task.check_dataset(ds, "eval", f"data.eval.{name}")
+        task.check_dataset(ds, "eval", f"tasks.{name}.eval" if recipe.tasks else f"data.eval.{name}")
     try:
         teacher = resolve(recipe.teacher, roots=roots, base_dir=base_dir, work_dir=work_dir)
     except EngineError as exc:
@@ -85,17 +120,31 @@ def make_plan(recipe: Recipe, *, base_dir: Path, roots: Sequence[Path], work_dir
     env = StageEnv(task=task, device=device, seed=recipe.seed, max_length=recipe.max_length, train=train,
                    eval=evals, work_dir=work_dir, base_dir=base_dir, roots=roots)
     plan = Plan(recipe=recipe, teacher=teacher, info=info, env=env)
-    quantized_at: int | None = None
-    for index, config in enumerate(recipe.stages):
-        if quantized_at is not None and not isinstance(config, EvaluateConfig):
-            raise RecipeError(f"stage {index} ({config.kind}) comes after quantize (stage {quantized_at}); "
-                              "quantize must be the last transforming stage", field=f"stages.{index}")
-        if isinstance(config, QuantizeConfig):
-            quantized_at = index
-        stage = build_stage(config, index)
-        if stage.requires_train_data and train is None:
-            raise DataError(f"stage {index} ({config.kind}) needs data.train", field="data.train")
-        info = stage.validate(info, env)
-        plan.stages.append(stage)
-        plan.infos.append(info)
+    if recipe.tasks:
+        plan.task_trains = trains
+        plan.students = student_plans(recipe, trains)
+        shared = [s for s in plan.students if s.kind == "shared"]
+        env.train = shared[0].train if shared else plan.students[0].train
+    if recipe.search is not None:
+        _check_search(plan, info)
+        return plan
+    # Each student trains on its own data: the stages are checked against each one's training set.
+    for student in plan.students:
+        env.train = student.train
+        _check_stages(plan, info, record=False)
+    _check_stages(plan, info, record=True)
     return plan
+
+
+def _check_search(plan: Plan, info: ModelInfo) -> None:
+    if plan.env.train is None:
+        raise DataError("search distils students: it needs data.train or tasks", field="data.train")
+
+    def validate(config, before: ModelInfo, field: str) -> ModelInfo:
+        try:
+            return build_stage(config, 0).validate(before, plan.env)
+        except EngineError as exc:
+            raise type(exc)(exc.message, field=field) from None
+
+    build_stage(plan.recipe.stages[0], 0).validate(info, plan.env)  # the training template itself
+    check_space(plan.recipe, info, validate)

@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from .errors import RecipeError
+from .recipe_multi import TASK_NAME, SearchConfig, Strategy, TaskSpec
 
 TaskName = Literal["feature-extraction", "sequence-classification", "causal-lm"]
 
@@ -210,13 +211,47 @@ class Recipe(Strict):
     seed: int = 0
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example")
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # Several tasks, each with its own data and gate (instead of data); see recipe_multi.py.
+    tasks: dict[Annotated[str, Field(pattern=TASK_NAME)], TaskSpec] = Field(default_factory=dict)
+    strategy: Strategy | None = Field(None, description="with tasks: per-task students, one shared student, or "
+                                      "both (default per-task; shared with search)")
+    search: SearchConfig | None = None
 
     @model_validator(mode="after")
     def _gates_name_eval_tasks(self) -> Recipe:
-        unknown = sorted(set(self.gates.per_task) - set(self.data.eval))
+        unknown = sorted(set(self.gates.per_task) - set(self.data.eval) - set(self.tasks))
         if unknown:
             raise ValueError(f"gates.per_task names {unknown}, which are not eval tasks in data.eval")
         return self
+
+    def check_tasks_and_search(self) -> None:
+        """Cross-field checks of tasks, strategy and search. Not a pydantic validator: those errors carry no
+        field, and these must name theirs (parse_recipe and the dry run call this)."""
+        if self.tasks and (self.data.train is not None or self.data.eval):
+            raise RecipeError("give data or tasks, not both: each task names its own train and eval", field="data")
+        if self.strategy is not None and not self.tasks:
+            raise RecipeError("strategy needs tasks (several tasks, each with train and eval)", field="strategy")
+        if self.search is None:
+            return
+        if self.strategy in ("per-task", "both"):
+            raise RecipeError("search makes one student for all tasks: use strategy shared (or leave it out)",
+                              field="strategy")
+        if len(self.stages) != 1 or not isinstance(self.stages[0], DistillConfig):
+            raise RecipeError("with search, stages holds exactly one distill stage: the training every trial's "
+                              "student gets (its depth, pruning and quantization come from search.space)",
+                              field="stages")
+        if self.stages[0].student.model is not None or self.stages[0].student.layers is not None:
+            raise RecipeError("with search, the student's depth comes from search.space.depth",
+                              field="stages.0.student")
+
+    def strategy_used(self) -> Strategy | None:
+        if not self.tasks:
+            return None
+        return self.strategy or ("shared" if self.search is not None else "per-task")
+
+    def gate_for(self, task: str) -> float | None:
+        spec = self.tasks.get(task)
+        return spec.gate if spec is not None and spec.gate is not None else self.gates.required(task)
 
     def needs_gpu(self) -> bool:
         """A recipe needs a GPU when it asks for CUDA or for a GPU-only serving format."""
@@ -246,11 +281,13 @@ def _clean_loc(loc: tuple) -> str:
 
 def parse_recipe(data: Any) -> Recipe:
     try:
-        return Recipe.model_validate(data)
+        recipe = Recipe.model_validate(data)
     except ValidationError as exc:
         errors = exc.errors()
         message = "; ".join(f"{_clean_loc(e['loc']) or 'recipe'}: {e['msg']}" for e in errors)
         raise RecipeError(message, field=_clean_loc(errors[0]["loc"]) or None) from None
+    recipe.check_tasks_and_search()
+    return recipe
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -10,7 +10,7 @@ import json
 import shutil
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -33,6 +33,8 @@ class RunResult:
     report: dict
     out_dir: Path
     artifact: Path | None
+    # several artifacts (students: name -> artifact directory), each downloadable on its own
+    artifacts: dict[str, Path] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -66,6 +68,16 @@ def _resume_row(stage_dir: Path, rhash: str, index: int) -> dict | None:
     return row if row.get("recipe_sha256") == rhash and row.get("index") == index else None
 
 
+def load_candidate(artifact_dir: Path, plan: Plan) -> Candidate:
+    """A checkpointed candidate, back on the device it was measured on (int8-dynamic: CPU)."""
+    model, tokenizer = load_artifact(artifact_dir, device="cpu")
+    meta = json.loads((artifact_dir / "distillery.json").read_text())
+    device = torch.device((meta.get("quantization") or {}).get("serving_device") or
+                          plan.env.device.type) if meta.get("quantization") else plan.env.device
+    return Candidate(model.to(device), tokenizer, plan.env.task, meta.get("structure") or {},
+                     meta.get("quantization"), device)
+
+
 def run(
     recipe: Recipe,
     out_dir: str | Path,
@@ -75,12 +87,32 @@ def run(
     ctx: RunContext | None = None,
     resume: bool = False,
 ) -> RunResult:
+    """Plan (the dry run), then run: one student through the stages, one per task (tasks/strategy), or a
+    search over a space of students (search)."""
     ctx = ctx or RunContext()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     work_dir = out_dir / "work"
-    roots = [Path(r) for r in roots]
-    plan = make_plan(recipe, base_dir=Path(base_dir), roots=roots, work_dir=work_dir)
+    plan = make_plan(recipe, base_dir=Path(base_dir), roots=[Path(r) for r in roots], work_dir=work_dir)
+    try:
+        if recipe.search is not None:
+            from .search_run import run_search
+
+            return run_search(plan, out_dir, ctx, resume)
+        if plan.students:
+            from .students import run_students
+
+            return run_students(plan, out_dir, ctx, resume)
+        return run_plan(plan, out_dir, ctx, resume)
+    finally:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunResult:
+    """Teacher -> stages -> the artifact, the report and the manifest, in out_dir."""
+    recipe = plan.recipe
+    out_dir.mkdir(parents=True, exist_ok=True)
+    work_dir = out_dir / "work"
     rhash = recipe_hash(plan)
     torch.manual_seed(recipe.seed)
     started = time.time()
@@ -108,12 +140,7 @@ def run(
             if row is not None:
                 ctx.progress(label, "resumed from checkpoint")
                 if stage_dir.joinpath("artifact").is_dir():
-                    model, tokenizer = load_artifact(stage_dir / "artifact", device="cpu")
-                    meta = json.loads((stage_dir / "artifact" / "distillery.json").read_text())
-                    device = torch.device((meta.get("quantization") or {}).get("serving_device") or
-                                          plan.env.device.type) if meta.get("quantization") else plan.env.device
-                    candidate = Candidate(model.to(device), tokenizer, plan.env.task, meta.get("structure") or {},
-                                          meta.get("quantization"), device)
+                    candidate = load_candidate(stage_dir / "artifact", plan)
                     cand_dir = stage_dir / "artifact"
                 row["resumed"] = True
             else:
@@ -137,6 +164,7 @@ def run(
                 }
                 stage_dir.mkdir(parents=True, exist_ok=True)
                 _write_json(stage_dir / "stage.json", row)
+                ctx.checkpoint(stage_dir)
             row["status"] = "passed" if row["gate"]["passed"] else "failed-gate"
             report["stages"].append(row)
             ctx.progress(label, row["status"])
@@ -161,6 +189,7 @@ def run(
     })
     _write_json(out_dir / "report.json", report)
     _write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
-    shutil.rmtree(work_dir, ignore_errors=True)
+    if work_dir != plan.env.work_dir:  # a run inside a run (a student): its own scratch space
+        shutil.rmtree(work_dir, ignore_errors=True)
     ctx.progress("final", status)
     return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)

@@ -36,6 +36,8 @@ class StageEnv:
     work_dir: Path | None = None
     base_dir: Path = Path(".")
     roots: list[Path] = field(default_factory=list)
+    # A shared student's mixed training set: (task, start, stop, weight) spans, for the weighted loss
+    train_groups: tuple = ()
 
 
 class Stage(ABC):

@@ -129,7 +129,8 @@ class Distill(Stage):
         targets = compute_targets(task, teacher, enc, cfg, sorted(set(layer_map.values())), device,
                                   cfg.batch_size, ctx, self.label)
 
-        steps_per_epoch = math.ceil(len(enc) / cfg.batch_size)
+        steps_per_epoch = (sum(math.ceil((g.stop - g.start) / cfg.batch_size) for g in env.train_groups)
+                           or math.ceil(len(enc) / cfg.batch_size))
         total = steps_per_epoch * cfg.epochs
         if cfg.max_steps is not None:
             total = min(total, cfg.max_steps)
@@ -140,11 +141,11 @@ class Distill(Stage):
         student.eval()
         start, step, losses, stopped_by = time.perf_counter(), 0, [], "epochs"
         while step < total:
-            order = list(range(len(enc)))
-            rng.shuffle(order)
-            for batch in enc.batches(cfg.batch_size, order):
+            for batch, scale in _epoch(len(enc), cfg.batch_size, env.train_groups, rng, enc):
                 ctx.check_cancel()
                 loss = self._loss(task, student, batch, targets, layer_map, primary_weight, device)
+                if scale != 1.0:
+                    loss = loss * scale
                 elapsed = time.perf_counter() - start
                 progress = step / total
                 if cfg.time_budget_s is not None:
@@ -174,6 +175,7 @@ class Distill(Stage):
             "teacher_depth": teacher_depth,
             "layer_map": {str(k): v for k, v in layer_map.items()},
             "train_examples": len(enc),
+            "task_weights": {g.task: round(g.weight, 6) for g in env.train_groups} or None,
             "steps": step,
             "planned_steps": total,
             "epochs_run": round(step / steps_per_epoch, 3),
@@ -211,6 +213,28 @@ class Distill(Stage):
         if cfg.hard_label_weight > 0:
             loss = loss + cfg.hard_label_weight * task.hard_loss(s_out, b)
         return loss
+
+
+def _epoch(n: int, batch_size: int, groups, rng: random.Random, enc):
+    """One epoch of (batch, loss scale). Without task groups: one shuffle of everything, scale 1. With them
+    (a shared student), batches are drawn within one task each and shuffled together, and a batch of task t
+    is scaled by weight_t * batches / batches_t, so the expected loss is sum_t weight_t * loss_t."""
+    if not groups:
+        order = list(range(n))
+        rng.shuffle(order)
+        yield from ((b, 1.0) for b in enc.batches(batch_size, order))
+        return
+    planned: list[tuple[list[int], float]] = []
+    counts = {g.task: math.ceil((g.stop - g.start) / batch_size) for g in groups}
+    total = sum(counts.values())
+    for g in groups:
+        idx = list(range(g.start, g.stop))
+        rng.shuffle(idx)
+        scale = g.weight * total / counts[g.task]
+        planned += [(idx[i : i + batch_size], scale) for i in range(0, len(idx), batch_size)]
+    rng.shuffle(planned)
+    for index, scale in planned:
+        yield enc.batch(index), scale
 
 
 def _remap_structure(structure: dict, layers: list[int] | None) -> dict:

@@ -1,0 +1,243 @@
+"""The search run: probe every point's size/latency, then try points as search.Search picks them, each trial
+evaluated on every task and gated, and report the best passing candidate, the Pareto frontiers and every trial.
+
+A finished trial is written to out/search/trials/<id>/trial.json (and checkpointed through ctx), so a
+restarted run reads it instead of trying it again; the choice of the next point depends only on the results,
+so the search continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from pathlib import Path
+
+from .artifacts import verify_reload
+from .context import RunContext
+from .errors import Cancelled
+from .evaluate import Evaluator, check_gates
+from .manifest import build_manifest, library_versions, recipe_hash
+from .multi_plan import Point, grid
+from .plan import Plan
+from .recipe import Gates, Recipe
+from .runner import REPORT_VERSION, RunResult, _load_teacher, _sample_texts, _write_json
+from .search import Outcome, Search, pareto
+from .search_nodes import NodeCache, probe
+
+TRIAL = "trial.json"
+
+
+def search_hash(plan: Plan) -> str:
+    """What trials and nodes depend on: the recipe without the search's budgets, so that a search stopped by
+    its budget can be resumed with a larger one and keep what it tried."""
+    dump = plan.recipe.model_dump(mode="json")
+    for budget in ("max_trials", "time_budget_s", "exhaustive"):
+        dump["search"].pop(budget, None)
+    return hashlib.sha256(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def objective(recipe: Recipe, evaluation: dict, teacher: dict) -> float:
+    """Lower is better: bytes on disk, milliseconds per request at the objective's batch, or a weighted mix
+    of both relative to the teacher."""
+    obj = recipe.search.objective
+
+    def ms(ev: dict) -> float:
+        lat = ev["latency"]
+        return lat["batch1_p50_ms"] if obj.batch == 1 else 1000 * obj.batch / lat["throughput_per_s"]
+
+    if obj.minimize == "size":
+        return float(evaluation["size_bytes"])
+    if obj.minimize == "latency":
+        return ms(evaluation)
+    return obj.size_weight * evaluation["size_bytes"] / teacher["size_bytes"] + \
+        (1 - obj.size_weight) * ms(evaluation) / ms(teacher)
+
+
+def gates_of(recipe: Recipe, tasks: list[str]) -> Gates:
+    return Gates(per_task={t: g for t in tasks if (g := recipe.gate_for(t)) is not None})
+
+
+def _row(point: Point, evaluation: dict, gate: dict, value: float, reused: list[str], seconds: float) -> dict:
+    kept = [t["retention"] for t in evaluation["tasks"].values()]
+    return {
+        "id": point.id, "point": point.as_dict(), "status": "passed" if gate["passed"] else "failed-gate",
+        "objective": value, "size_bytes": evaluation.get("size_bytes"),
+        "latency_ms": evaluation["latency"]["batch1_p50_ms"],
+        "worst_retention": None if None in kept else min(kept), "gate": gate, "evaluation": evaluation,
+        "reused": reused, "seconds": round(seconds, 3),
+    }
+
+
+def _load_trials(root: Path, rhash: str, points: list[Point]) -> dict[Point, dict]:
+    by_id = {p.id: p for p in points}
+    out = {}
+    for marker in sorted(root.glob(f"*/{TRIAL}")):
+        row = json.loads(marker.read_text(encoding="utf-8"))
+        if row.get("recipe_sha256") == rhash and row.get("id") in by_id:
+            out[by_id[row["id"]]] = row
+    return out
+
+
+def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunResult:
+    recipe, cfg = plan.recipe, plan.recipe.search
+    started = time.time()
+    rhash = search_hash(plan)
+    root = out_dir / "search"
+    if not resume:
+        shutil.rmtree(root, ignore_errors=True)
+    eval_cfg = recipe.evaluate
+    if cfg.objective.minimize != "size" and cfg.objective.batch > 1:
+        eval_cfg = eval_cfg.model_copy(update={"throughput_batch": cfg.objective.batch})
+    points = grid(recipe)
+    report: dict = {"report_version": REPORT_VERSION, "task": recipe.task, "device": str(plan.env.device),
+                    "recipe_sha256": recipe_hash(plan), "versions": library_versions(), "stages": []}
+    teacher = _load_teacher(plan, ctx)
+    plan.env.teacher = teacher
+    evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, _sample_texts(plan), ctx)
+    gates = gates_of(recipe, list(plan.env.eval))
+    trials: dict[Point, dict] = _load_trials(root / "trials", rhash, points) if resume else {}
+    status, stopped_by, order = "succeeded", "done", []
+    try:
+        evaluator.set_teacher(teacher)
+        teacher_dir = out_dir / "work" / "teacher"
+        from .artifacts import save_candidate
+
+        save_candidate(teacher, teacher_dir)
+        report["teacher"] = evaluator.evaluate(teacher, "teacher", teacher_dir)
+        shutil.rmtree(teacher_dir, ignore_errors=True)
+        t_probe = time.perf_counter()
+        timed = cfg.objective.minimize != "size"
+        predicted = _predict(plan, teacher, evaluator, eval_cfg, points, out_dir, ctx, report["teacher"], rhash)
+        probe_s = time.perf_counter() - t_probe
+        search = Search(points, predicted, cfg.objective.latency_tolerance if timed else 0.0)
+        nodes = NodeCache(plan, root / "nodes", rhash, ctx)
+        results = {p: Outcome(r["status"] == "passed", r["objective"]) for p, r in trials.items()}
+        for p in trials:
+            ctx.progress(f"search/{p.id}", "trial resumed: finished before the restart")
+        budget = len(points) if cfg.exhaustive else cfg.max_trials
+        while True:
+            ctx.check_cancel()
+            cheap = {d for d in recipe.search.space.depth if f"d{d}" in nodes.memory or nodes.done(f"d{d}")}
+            point = next((p for p in points if p not in results), None) if cfg.exhaustive else \
+                search.next(results, cheap)
+            if point is None:
+                break
+            if budget is not None and len(results) >= budget:
+                stopped_by = "max_trials"
+                break
+            if cfg.time_budget_s is not None and time.time() - started > cfg.time_budget_s:
+                stopped_by = "time_budget"
+                break
+            label = f"search/{point.id}"
+            ctx.progress(label, f"trial {len(results) + 1} of at most {budget or len(points)}: starting")
+            t0 = time.perf_counter()
+            nodes.forget_depths(point.depth)
+            candidate, path, reused = nodes.get(point, teacher)
+            verified = verify_reload(candidate, path, _sample_texts(plan), recipe.max_length)
+            evaluation = evaluator.evaluate(candidate, label, path)
+            gate = check_gates(evaluation["tasks"], gates)
+            value = objective(recipe, evaluation, report["teacher"])
+            row = {**_row(point, evaluation, gate, value, reused, time.perf_counter() - t0),
+                   "recipe_sha256": rhash, "reload_max_abs_diff": verified, "order": len(results) + 1,
+                   "predicted_objective": predicted[point]}
+            trial_dir = root / "trials" / point.id
+            trial_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(trial_dir / TRIAL, row)
+            ctx.checkpoint(trial_dir)
+            trials[point], results[point] = row, Outcome(gate["passed"], value)
+            worst = "n/a" if row["worst_retention"] is None else f"{row['worst_retention']:.4f}"
+            ctx.progress(label, f"trial {row['order']}: {row['status']}; size {row['size_bytes']} B, "
+                                f"p50 {row['latency_ms']} ms, worst retention {worst}")
+        order = sorted(trials, key=lambda p: trials[p].get("order", 0))
+    except Cancelled:
+        status = "cancelled"
+        probe_s = 0.0
+        order = sorted(trials, key=lambda p: trials[p].get("order", 0))
+    best = Search(points, {}).best({p: Outcome(trials[p]["status"] == "passed", trials[p]["objective"])
+                                    for p in trials})
+    return _finish(plan, out_dir, ctx, report, trials, order, best, status, stopped_by, probe_s, started, points)
+
+
+def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[Point], out_dir: Path,
+             ctx: RunContext, teacher_eval: dict, rhash: str) -> dict[Point, float]:
+    """Each point's objective predicted from a probe; kept on disk so a resumed search (latency is noisy)
+    takes the same decisions."""
+    recipe = plan.recipe
+    cache = out_dir / "search" / "probe"
+    marker = cache / "probe.json"
+    if marker.is_file():
+        saved = json.loads(marker.read_text(encoding="utf-8"))
+        if saved.get("recipe_sha256") == rhash:
+            by_id = saved["predicted"]
+            return {p: by_id[p.id] for p in points}
+    timed = recipe.search.objective.minimize != "size"
+    inputs = evaluator._latency_inputs(teacher, eval_cfg) if timed else None
+    probes = probe(plan, teacher, points, out_dir / "work" / "probes", ctx, inputs, eval_cfg.latency_runs)
+    predicted = {p: objective(recipe, probes[p], teacher_eval) if timed else float(probes[p]["size_bytes"])
+                 for p in points}
+    cache.mkdir(parents=True, exist_ok=True)
+    _write_json(marker, {"recipe_sha256": rhash, "predicted": {p.id: v for p, v in predicted.items()},
+                         "probes": {p.id: probes[p] for p in points}})
+    ctx.checkpoint(cache)
+    return predicted
+
+
+def _best_effort(trials: dict[Point, dict], gates: Gates) -> dict | None:
+    """No trial passed: the one that came closest (smallest worst shortfall), then the cheaper."""
+    def shortfall(row: dict) -> float:
+        return max((s["short_by"] if s["short_by"] is not None else 9.0 for s in row["gate"]["shortfalls"]),
+                   default=0.0)
+    if not trials:
+        return None
+    row = min(trials.values(), key=lambda r: (shortfall(r), r["objective"]))
+    return {"id": row["id"], "status": "failed-gate", "point": row["point"], "objective": row["objective"],
+            "shortfalls": row["gate"]["shortfalls"], "worst_retention": row["worst_retention"]}
+
+
+def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: dict[Point, dict],
+            order: list[Point], best: Point | None, status: str, stopped_by: str, probe_s: float,
+            started: float, points: list[Point]) -> RunResult:
+    recipe = plan.recipe
+    rows = [trials[p] for p in order]
+    passed = best is not None
+    artifact = None
+    if status != "cancelled" and passed:
+        artifact = out_dir / "artifact"
+        shutil.rmtree(artifact, ignore_errors=True)
+        shutil.copytree(out_dir / "search" / "nodes" / _leaf(best) / "artifact", artifact)
+    effort = None if passed else _best_effort(trials, gates_of(recipe, list(plan.env.eval)))
+    if status == "succeeded" and not passed:
+        status = "failed-gate"
+    report["search"] = {
+        "objective": recipe.search.objective.model_dump(mode="json"), "prune": recipe.search.prune,
+        "space": recipe.search.space.model_dump(mode="json"), "grid_size": len(points),
+        "trials_run": len(rows), "stopped_by": stopped_by, "probe_s": round(probe_s, 3),
+        "passed": passed, "best": None if best is None else {"id": best.id, **_summary(trials[best])},
+        "best_effort": effort,
+        "frontier": {"size": pareto(rows, "size_bytes"), "latency": pareto(rows, "latency_ms")},
+        "trials": [{k: v for k, v in r.items() if k != "recipe_sha256"} for r in rows],
+    }
+    report.update({
+        "status": status,
+        "final": {"stage_index": None, "artifact": "artifact" if artifact else None,
+                  "trial": best.id if best else None},
+        "shortfalls": effort["shortfalls"] if effort and status == "failed-gate" else [],
+        "duration_s": round(time.time() - started, 3),
+    })
+    _write_json(out_dir / "report.json", report)
+    _write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
+    ctx.progress("final", status)
+    return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)
+
+
+def _leaf(point: Point) -> str:
+    from .search_nodes import node_ids
+
+    return node_ids(point)[-1][0]
+
+
+def _summary(row: dict) -> dict:
+    return {k: row[k] for k in ("point", "objective", "size_bytes", "latency_ms", "worst_retention")} | \
+        {"tasks": {t: v["retention"] for t, v in row["evaluation"]["tasks"].items()}}
