@@ -139,8 +139,11 @@ def test_stream_resumes_after_last_event_id(api):
     assert [(e["job_id"], e["seq"]) for e in got] == [(a1, 3), (a1, 4)]
     got = collect(mine, 3, params={"after": first[0]["id"]}, timeout=5)
     assert [e["seq"] for e in got] == [2, 3, 4]
-    r = mine.get("/v1/events", headers={**SSE, "Last-Event-ID": "x"})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Last-Event-ID"
+    for bad in (b"x", "²".encode("latin-1"), str(2**63).encode(), b"-1"):
+        r = mine.get("/v1/events", headers={**SSE, "Last-Event-ID": bad})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Last-Event-ID", bad
+    r = mine.get("/v1/events", params={"after": 2**63})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "after"
 
 
 def test_an_event_committed_late_is_still_streamed(api):
