@@ -240,14 +240,15 @@ def cmd_download(args: argparse.Namespace, client: Client) -> int:
         print(f"error: job {args.job} has no artifacts" + (f" named {', '.join(args.name)}" if args.name else ""),
               file=sys.stderr)
         return EXIT_NOT_FOUND
+    folder = Path(args.to)
+    folder.mkdir(parents=True, exist_ok=True)
     paths = []
     for art in arts:
         with tqdm(total=art.size_bytes, desc=art.name, unit="B", unit_scale=True, file=sys.stderr,
                   disable=args.quiet, leave=True) as bar:
             def progress(done: int, total: int | None, bar=bar) -> None:
                 bar.update(done - bar.n)
-            paths.append(client.artifacts.download(art, Path(args.to) / art.name, resume=not args.no_resume,
-                                                   on_progress=progress))
+            paths.append(client.artifacts.download(art, folder, resume=not args.no_resume, on_progress=progress))
     if args.json:
         _dump([{"id": a.id, "name": a.name, "path": str(p), "sha256": a.sha256} for a, p in zip(arts, paths,
                                                                                              strict=True)])

@@ -208,7 +208,7 @@ class AsyncArtifacts:
         folder = Path(to) if to is not None else Path(".")
         folder.mkdir(parents=True, exist_ok=True)
         wanted = [a for a in await self.list(item) if names is None or a.name in names]
-        return [await self._one(a, folder / a.name, resume, on_progress) for a in wanted]
+        return [await self._one(a, folder, resume, on_progress) for a in wanted]
 
     async def _one(self, artifact: Artifact, to: str | os.PathLike | None, resume: bool,
              on_progress: ProgressCallback | None) -> Path:

@@ -34,6 +34,12 @@ def sha256_file(path: Path) -> str:
     return digest.hexdigest()
 
 
+def safe_name(name: str, fallback: str) -> str:
+    """A base name to write under: a name from the service never reaches outside the chosen directory."""
+    base = name.replace("\\", "/").rsplit("/", 1)[-1]
+    return fallback if base in ("", ".", "..") else base
+
+
 def filename_from_disposition(header: str | None) -> str | None:
     """The file name a Content-Disposition carries (filename* preferred), reduced to a base name."""
     if not header:
@@ -44,8 +50,7 @@ def filename_from_disposition(header: str | None) -> str | None:
         name = match.group(1) if match.group(1) is not None else match.group(2)
     if not name:
         return None
-    name = name.replace("\\", "/").rsplit("/", 1)[-1]
-    return None if name in ("", ".", "..") else name
+    return safe_name(name, "") or None
 
 
 def artifact_from_head(artifact_id: str, response: httpx.Response) -> Artifact:
@@ -75,7 +80,7 @@ class Target:
         raw = str(to) if to is not None else "."
         path = Path(raw)
         if path.is_dir() or raw.endswith(("/", os.sep)):
-            path = path / artifact.name
+            path = path / safe_name(artifact.name, artifact.id)
         return cls(artifact, path)
 
     def already_done(self) -> bool:

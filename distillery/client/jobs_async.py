@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from .errors import Conflict, ConnectionFailed, WaitTimeout
+from .errors import Conflict, WaitTimeout
 from .jobs_sync import RECONNECTABLE, NoEventStream, _Deadline, sse_headers, stream_timeout
 from .resources import job_list_params
 from .sse import SSEDecoder
@@ -86,13 +86,14 @@ class AsyncJobs:
     async def _follow(self, job_id: str, last: int, deadline: float | None) -> AsyncIterator[Event]:
         policy, failures = self._c.policy, 0
         while True:
+            decoder = SSEDecoder()
             try:
                 async with self._c.transport.stream("GET", f"/v1/jobs/{job_id}/events", headers=sse_headers(last),
                                                     timeout=stream_timeout(deadline)) as response:
                     kind = response.headers.get("content-type", "")
                     if not kind.startswith("text/event-stream"):
                         raise NoEventStream(f"expected an event stream, got {kind or 'no content type'}")
-                    decoder = SSEDecoder()
+                    failures = 0  # connected: only errors in a row count against the retries
                     async for line in response.aiter_lines():
                         if deadline is not None and time.monotonic() > deadline:
                             raise _Deadline
@@ -103,7 +104,7 @@ class AsyncJobs:
                             return
                         if sse.event == "progress":
                             event = Event.model_validate_json(sse.data)
-                            last, failures = event.seq, 0
+                            last = event.seq
                             yield event
             except RECONNECTABLE as exc:
                 if deadline is not None and time.monotonic() > deadline:
@@ -111,11 +112,11 @@ class AsyncJobs:
                 if failures >= policy.retries:
                     raise
                 wait = policy.delay(failures, getattr(exc, "response", None))
+                failures += 1
             else:
-                if failures >= policy.retries:
-                    raise ConnectionFailed(f"the event stream of {job_id} keeps closing before the job ends")
-                wait = policy.delay(failures)
-            failures += 1
+                # closed without `end` (a restart, a proxy's time limit): reconnect after the stream's retry
+                # interval, as an EventSource does; a job that is gone answers the reconnection with 404
+                wait = (decoder.retry_ms if decoder.retry_ms is not None else 2000) / 1000
             await asyncio.sleep(wait)
 
     async def wait(self, job_id: str, *, timeout: float | None = None, poll_interval: float | None = None) -> Job:

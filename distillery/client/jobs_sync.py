@@ -127,13 +127,14 @@ class Jobs:
     def _follow(self, job_id: str, last: int, deadline: float | None) -> Iterator[Event]:
         policy, failures = self._c.policy, 0
         while True:
+            decoder = SSEDecoder()
             try:
                 with self._c.transport.stream("GET", f"/v1/jobs/{job_id}/events", headers=sse_headers(last),
                                               timeout=stream_timeout(deadline)) as response:
                     kind = response.headers.get("content-type", "")
                     if not kind.startswith("text/event-stream"):
                         raise NoEventStream(f"expected an event stream, got {kind or 'no content type'}")
-                    decoder = SSEDecoder()
+                    failures = 0  # connected: only errors in a row count against the retries
                     for line in response.iter_lines():
                         if deadline is not None and time.monotonic() > deadline:
                             raise _Deadline
@@ -144,20 +145,19 @@ class Jobs:
                             return
                         if sse.event == "progress":
                             event = Event.model_validate_json(sse.data)
-                            last, failures = event.seq, 0
+                            last = event.seq
                             yield event
-                # closed without `end`: the connection dropped (a restart, a proxy); reconnect below
             except RECONNECTABLE as exc:
                 if deadline is not None and time.monotonic() > deadline:
                     raise _Deadline from None
                 if failures >= policy.retries:
                     raise
                 wait = policy.delay(failures, getattr(exc, "response", None))
+                failures += 1
             else:
-                if failures >= policy.retries:
-                    raise ConnectionFailed(f"the event stream of {job_id} keeps closing before the job ends")
-                wait = policy.delay(failures)
-            failures += 1
+                # closed without `end` (a restart, a proxy's time limit): reconnect after the stream's retry
+                # interval, as an EventSource does; a job that is gone answers the reconnection with 404
+                wait = (decoder.retry_ms if decoder.retry_ms is not None else 2000) / 1000
             time.sleep(wait)
 
     def wait(self, job_id: str, *, timeout: float | None = None, poll_interval: float | None = None) -> Job:

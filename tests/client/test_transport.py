@@ -85,7 +85,7 @@ def test_retries_run_out_with_the_typed_error():
 
 
 def _sse(*events: dict, end: bool) -> Reply:
-    text = "retry: 2000\n\n" + "".join(f"id: {e['seq']}\nevent: progress\ndata: {json.dumps(e)}\n\n" for e in events)
+    text = "retry: 50\n\n" + "".join(f"id: {e['seq']}\nevent: progress\ndata: {json.dumps(e)}\n\n" for e in events)
     text += ": keep-alive\n\n" + ('event: end\ndata: {"status": "succeeded"}\n\n' if end else "")
     return Reply(200, text.encode(), {"Content-Type": "text/event-stream"}, length=False)
 
@@ -115,6 +115,12 @@ def test_a_download_cut_off_resumes_from_the_bytes_it_has(tmp_path):
     assert path.read_bytes() == content and progress[-1] == len(content)
     assert srv.seen[0].headers.get("range") is None
     assert srv.seen[1].headers["range"] == "bytes=20000-" and srv.seen[1].headers["if-range"] == f'"{art.sha256}"'
+
+    # a name from the service never writes outside the directory asked for
+    evil = art.model_copy(update={"name": "../../evil.tar"})
+    (tmp_path / "in").mkdir()
+    with FakeServer([Reply(200, content)]) as srv, fast(srv.url) as c:
+        assert c.artifacts.download(evil, tmp_path / "in") == tmp_path / "in" / "evil.tar"
 
 
 def test_the_async_client_retries_too(tmp_path):
