@@ -93,10 +93,13 @@ def test_submit_watch_then_list_show_report_download_resubmit_cancel(stack, reci
 
 
 def test_a_job_that_fails_exits_non_zero_with_the_reason(stack, recipe_dir):
+    # a teacher under the service's model roots (it runs on this machine) is registered by path, not uploaded
+    teacher = shutil.copytree(recipe_dir / "teacher", stack.root / "models" / f"cli-{recipe_dir.name}")
     recipe = write(recipe_dir, [{"kind": "prune", "method": "magnitude", "sparsity": 0.95}],
-                   gates={"min_retention": 0.999})
+                   gates={"min_retention": 0.999}, teacher={"source": "local", "path": str(teacher)})
     run = cli(stack, "jobs", "submit", recipe, "--watch", "--json")
     assert run.returncode == 3, run.stderr  # the quality gates refused it
+    assert re.search(rf"teacher: registered {teacher} by path as mdl_\w+", run.stderr), run.stderr
     job = json.loads(run.stdout)
     assert job["status"] == "failed" and job["failure"]["code"] == "gate_failed"
     assert f"error: job {job['id']} failed: [gate_failed]" in run.stderr

@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from distillery import AsyncClient, Client
-from distillery.client import Artifact, ConnectionFailed, ServiceUnavailable
+from distillery.client import Artifact, ConnectionFailed, RateLimited, ServiceUnavailable
 from distillery.client.transport import RetryPolicy, retry_after
 from tests.client.fake_server import FakeServer, Reply
 
@@ -55,6 +55,10 @@ def test_retry_after_is_honoured():
         c.jobs.get("job_1")
         assert time.monotonic() - start >= 0.95
     assert len(srv.seen) == 2
+    now = Reply(429, limited.body, {"Retry-After": "0"})
+    with FakeServer([now, now]) as srv, fast(srv.url, retries=1) as c, pytest.raises(RateLimited) as err:
+        c.jobs.get("job_1")
+    assert err.value.status == 429 and err.value.detail == "slow down" and len(srv.seen) == 2
     past = httpx.Response(503, headers={"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"})
     assert retry_after(past) == 0.0 and retry_after(httpx.Response(503)) is None
     assert RetryPolicy(backoff=1, max_backoff=4).delay(10) <= 4
