@@ -165,6 +165,7 @@ def test_cancel_a_running_job(page, stack):
     page.goto(f"{stack.url}/#/jobs/{job_id}")
     page.wait_for_selector("#events li.ev-step", timeout=60_000)  # training steps arrive live
     assert page.inner_text("#job-status") == "running"
+    shot(page, f"job-running-{job_id}")
     page.once("dialog", lambda d: d.accept())
     page.click("#cancel")
     page.wait_for_selector("#job-status >> text=cancelled", timeout=60_000)

@@ -2,7 +2,7 @@
 
 import { ApiError, call, follow, listAll } from './api.js';
 import { TERMINAL, clear, fmtBytes, fmtClock, fmtDuration, fmtTime, h, statusBadge } from './dom.js';
-import { progressBar } from './jobs.js';
+import { jobProgress, progressBar } from './jobs.js';
 import { renderReport } from './report.js';
 
 const MAX_EVENTS = 1000; // the DOM keeps the newest ones; the API keeps all
@@ -107,7 +107,10 @@ export function renderJob(root, jobId, _feed) {
       headKey = key;
       paintHead();
     }
-    clear(barSlot, progressBar(job, 'job progress'));
+    const p = job.progress;
+    const detail = TERMINAL.has(job.status) ? '' : p && p.total ? `${p.stage} · ${p.step ?? 0}/${p.total}` : job.current_stage || '';
+    clear(barSlot, progressBar(job, 'job progress'), h('span', { class: 'bar-label' },
+      `${Math.round(jobProgress(job) * 100)} %${detail ? ` · ${detail}` : ''}`));
     clear(failure, job.failure ? h('div', { class: 'banner banner-error', role: 'alert', id: 'failure' },
       h('strong', {}, job.failure.code || 'failed'), ': ', job.failure.message || '') : null);
     clear(tl, timeline(job));
@@ -142,6 +145,7 @@ export function renderJob(root, jobId, _feed) {
     if (!alive) return;
     paint();
     if (TERMINAL.has(job.status)) await loadOutputs();
+    else clear(arts, h('p', { class: 'muted' }, 'Artifacts appear when the job has finished.'));
   }
 
   async function loadOutputs() {
