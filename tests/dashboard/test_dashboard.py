@@ -138,7 +138,7 @@ def test_submit_watch_report_and_download(page, stack, tmp_path):
     saved = Path(download.path())
     assert saved.stat().st_size == artifacts["model.tar"]["size_bytes"]
     assert hashlib.sha256(saved.read_bytes()).hexdigest() == artifacts["model.tar"]["sha256"]
-    shot(page, f"job-succeeded-{job_id}")
+    shot(page, "job-succeeded")
 
     # the table, reached without a reload, follows a job submitted elsewhere (here: the API) as it runs
     page.click("nav >> text=Jobs")
@@ -154,7 +154,7 @@ def test_submit_watch_report_and_download(page, stack, tmp_path):
     page.wait_for_selector("#failure >> text=gate_failed")
     check_report(page, stack, other, required=2.0)
     assert page.locator("#retention td.fail").count() >= 1
-    shot(page, f"job-failed-gate-{other}")
+    shot(page, "job-failed-gate")
 
 
 def test_cancel_a_running_job(page, stack):
@@ -165,7 +165,7 @@ def test_cancel_a_running_job(page, stack):
     page.goto(f"{stack.url}/#/jobs/{job_id}")
     page.wait_for_selector("#events li.ev-step", timeout=60_000)  # training steps arrive live
     assert page.inner_text("#job-status") == "running"
-    shot(page, f"job-running-{job_id}")
+    shot(page, "job-running")
     page.once("dialog", lambda d: d.accept())
     page.click("#cancel")
     page.wait_for_selector("#job-status >> text=cancelled", timeout=60_000)
