@@ -157,7 +157,7 @@ def test_a_stopped_search_resumes_without_redoing_finished_trials(tiny_bert_cls,
 @pytest.mark.parametrize("change, field", [
     (lambda r: r["search"]["space"].update(depth=[2, 9]), "search.space.depth"),
     (lambda r: r["search"]["space"].update(sparsity=[1.5]), "search.space.sparsity.0"),
-    (lambda r: r["search"]["space"].update(embeddings=["int8"]), "search.space"),
+    (lambda r: r["search"]["space"].update(embeddings=["int8"], quantization=["none"]), "search.space"),
     (lambda r: r["search"]["space"].update(depth=[0]), "search.space.depth.0"),
     (lambda r: r.update(strategy="per-task"), "strategy"),
     (lambda r: r["stages"].append({"kind": "quantize", "method": "int8-dynamic"}), "stages"),
