@@ -32,6 +32,11 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="deliveries of one job before it is failed")
     job_soft_time_limit: int = Field(6 * 3600, description="seconds before a job is asked to stop (timeout)")
     job_time_limit: int = Field(6 * 3600 + 300, description="seconds before a job's worker is killed")
+    # What a worker may use, for the submit-time memory estimate: a recipe estimated above it is refused (422).
+    worker_memory_gb: float | None = Field(None, gt=0, description="memory of a CPU worker; unset: this host's "
+                                                                   "physical memory (the embedded default)")
+    gpu_memory_gb: float | None = Field(None, gt=0, description="memory of one GPU of the gpu queue's workers; "
+                                                                "unset: not checked")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
     store: Literal["local", "s3"] = Field("local", description="where uploads and job outputs live: data_dir "
@@ -75,6 +80,17 @@ class Settings(BaseSettings):
     @property
     def remote_store(self) -> bool:
         return self.store != "local"
+
+    def memory_budget(self, queue: str) -> int | None:
+        """Bytes a job on this queue may use, or None when unknown."""
+        if queue == "gpu":
+            return int(self.gpu_memory_gb * 1024**3) if self.gpu_memory_gb else None
+        if self.worker_memory_gb:
+            return int(self.worker_memory_gb * 1024**3)
+        try:
+            return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):  # not on every platform
+            return None
 
 
 @lru_cache
