@@ -240,7 +240,7 @@ class Recipe(Strict):
             raise RecipeError("with search, stages holds exactly one distill stage: the training every trial's "
                               "student gets (its depth, pruning and quantization come from search.space)",
                               field="stages")
-        if "student" in self.stages[0].model_fields_set:
+        if self.stages[0].student != StudentSpec():  # any layers, num_layers or model would be overridden
             raise RecipeError("with search, the student's depth comes from search.space.depth",
                               field="stages.0.student")
 
