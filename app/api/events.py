@@ -7,6 +7,7 @@ short session per poll, off the event loop, and never holds a transaction open b
 from __future__ import annotations
 
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from typing import Annotated
@@ -27,6 +28,7 @@ router = api_router(tags=["jobs"])
 
 POLL_S = 0.3  # how often a stream looks for new events
 HEARTBEAT_S = 15.0  # a comment this often keeps proxies from closing an idle stream
+MAX_CURSOR = 2**63 - 1  # BIGINT
 BATCH = 500  # events read per poll; a full batch is followed by another read at once
 
 SSE_EXAMPLE = ('retry: 2000\n\nid: 1\nevent: progress\ndata: {"seq": 1, "time": "2025-11-29T10:00:03Z", '
@@ -41,6 +43,16 @@ def _poll(url: str, owner: str, job_id: str, after: int) -> tuple[str | None, li
         status = repo.job_status(session, owner, job_id)
         rows = repo.events_after(session, owner, job_id, after, BATCH) if status else []
         return status, [EventOut.from_row(r) for r in rows]
+
+
+def parse_last_event_id(raw: str, what: str) -> int:
+    """A Last-Event-ID header as a cursor. ASCII digits only (str.isdigit() accepts "²", which int() refuses),
+    and within BIGINT, so that nothing unrepresentable reaches the database (a 422, never a 500)."""
+    value = raw.strip()
+    if not re.fullmatch(r"[0-9]{1,19}", value) or int(value) > MAX_CURSOR:
+        raise Unprocessable(f"Last-Event-ID must be {what} (a non-negative integer)",
+                            errors=[{"field": "Last-Event-ID", "message": f"not {what}"}])
+    return int(value)
 
 
 def _sse(event: EventOut) -> str:
@@ -82,7 +94,7 @@ async def _stream(url: str, owner: str, job_id: str, after: int) -> AsyncIterato
                **problem_responses(401, 404, 422)},
 )
 def job_events(job_id: str, owner: Owner, db: Db, settings: AppSettings,
-               after: Annotated[int, Query(ge=0, description="a seq: events after it")] = 0,
+               after: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="a seq: events after it")] = 0,
                limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                accept: Annotated[str | None, Header()] = None,
                last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
@@ -90,10 +102,7 @@ def job_events(job_id: str, owner: Owner, db: Db, settings: AppSettings,
         raise NotFound(f"no job {job_id}")  # a plain problem+json, before any stream starts
     if accept and "text/event-stream" in accept.lower():
         if last_event_id is not None:
-            if not last_event_id.strip().isdigit():
-                raise Unprocessable("Last-Event-ID must be an event seq (a non-negative integer)",
-                                    errors=[{"field": "Last-Event-ID", "message": "not an event seq"}])
-            after = int(last_event_id)  # a reconnecting EventSource: resume after what it saw
+            after = parse_last_event_id(last_event_id, "an event seq")  # a reconnecting EventSource resumes
         db.commit()  # end the request's transaction now: the stream may stay open for hours
         return StreamingResponse(_stream(settings.sqlalchemy_url, owner, job_id, after),
                                  media_type="text/event-stream",

@@ -12,30 +12,29 @@ is still delivered (after higher ids). SQLite serialises writers, so there ids c
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
-from fastapi import APIRouter, Header, Query
+from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, Field
 
 from ..db.base import session_scope
-from ..errors import Unprocessable
 from ..repositories import owner_events as repo
 from .deps import AppSettings, Db, Owner
+from .events import MAX_CURSOR, parse_last_event_id
+from .routing import api_router
 from .schemas_jobs import as_utc, problem_responses
 
-router = APIRouter(tags=["jobs"])
+router = api_router(tags=["jobs"])
 
 POLL_S = 0.3  # how often a stream looks for new events
 HEARTBEAT_S = 15.0  # a comment this often keeps proxies from closing an idle stream
 BATCH = 500  # events read per query
 SETTLE_S = 10.0  # PostgreSQL: how long after a higher id was seen a lower one may still commit
-MAX_ID = 2**63 - 1  # event ids are BIGINT: a larger cursor is refused (422), never sent to the database
 
 
 class OwnerEventOut(BaseModel):
@@ -125,17 +124,13 @@ async def _stream(url: str, owner: str, after: int | None) -> AsyncIterator[str]
                **problem_responses(401, 422)},
 )
 def owner_events(owner: Owner, db: Db, settings: AppSettings,
-                 after: Annotated[int | None, Query(ge=0, le=MAX_ID, description="an event id: events after")] = None,
+                 after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="an event id")] = None,
                  limit: Annotated[int, Query(ge=1, le=1000)] = 100,
                  accept: Annotated[str | None, Header()] = None,
                  last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
     if accept and "text/event-stream" in accept.lower():
         if last_event_id is not None:
-            # ASCII digits only: str.isdigit() accepts "²", which int() refuses
-            if not re.fullmatch(r"[0-9]{1,19}", last_event_id.strip()) or int(last_event_id) > MAX_ID:
-                raise Unprocessable("Last-Event-ID must be an event id (a non-negative integer)",
-                                    errors=[{"field": "Last-Event-ID", "message": "not an event id"}])
-            after = int(last_event_id)
+            after = parse_last_event_id(last_event_id, "an event id")
         db.commit()  # end the request's transaction now: the stream may stay open for hours
         return StreamingResponse(_stream(settings.sqlalchemy_url, owner, after), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

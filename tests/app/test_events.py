@@ -105,8 +105,11 @@ def test_stream_resumes_from_last_event_id(client, settings):
     assert json.loads(messages[-1]["data"]) == {"status": "failed"}
     with client.stream("GET", f"/v1/jobs/{job_id}/events", params={"after": 4}, headers=SSE, timeout=20) as r:
         assert progress(read_sse(r)) == [5]
-    r = client.get(f"/v1/jobs/{job_id}/events", headers={**SSE, "Last-Event-ID": "x"})
-    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Last-Event-ID"
+    for bad in (b"x", "²".encode("latin-1"), str(2**63).encode(), b"-1"):  # "²" passes str.isdigit()
+        r = client.get(f"/v1/jobs/{job_id}/events", headers={**SSE, "Last-Event-ID": bad})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Last-Event-ID", bad
+    r = client.get(f"/v1/jobs/{job_id}/events", params={"after": 2**63})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "after"
 
 
 def test_stream_sends_heartbeats_and_stops_when_the_client_leaves(client, settings, monkeypatch: pytest.MonkeyPatch):
