@@ -133,11 +133,12 @@ def cmd_gc(args: argparse.Namespace) -> int:
     removed = run_gc(settings, older_than_days=args.older_than_days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for kind, items in (("artifact", removed.artifacts), ("dataset", removed.datasets), ("model", removed.models),
-                        ("object", removed.objects)):
+                        ("object", removed.objects), ("partial upload", removed.staging)):
         for item in items:
             print(f"{verb} {kind} {item}")
     print(f"{verb} {len(removed.artifacts)} artifacts, {len(removed.datasets)} datasets, {len(removed.models)} "
-          f"models, {len(removed.objects)} store objects", file=sys.stderr)
+          f"models, {len(removed.objects)} store objects, {len(removed.staging)} partial uploads, "
+          f"{removed.idempotency_keys} expired idempotency keys", file=sys.stderr)
     return EXIT_OK
 
 
