@@ -79,8 +79,10 @@ def cmd_api(args: argparse.Namespace) -> int:
     # handler; a no-op one makes that a clean exit (0) instead of death by signal.
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda signum, frame: None)
+    # Keep-alive longer than a load balancer's idle timeout (60 s on most): a server that closes first races
+    # the client's next request on that connection, which then fails (uvicorn's default is 5 s).
     uvicorn.run(create_app(settings), host=args.host, port=args.port, proxy_headers=True,
-                forwarded_allow_ips=args.forwarded_allow_ips, log_level="info")
+                forwarded_allow_ips=args.forwarded_allow_ips, log_level="info", timeout_keep_alive=75)
     return EXIT_OK
 
 

@@ -128,7 +128,8 @@ class Embedded:
 
         from .api.main import create_app
 
-        config = uvicorn.Config(create_app(settings), host=self.host, port=self.port, log_level="warning")
+        config = uvicorn.Config(create_app(settings), host=self.host, port=self.port, log_level="warning",
+                                timeout_keep_alive=75)  # as `distillery api`: see there
         self.server = uvicorn.Server(config)
         # In a thread, uvicorn leaves signal handling alone; this process owns Ctrl-C.
         self.server_thread = threading.Thread(target=self.server.run, name="uvicorn", daemon=True)
