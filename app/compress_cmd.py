@@ -24,6 +24,9 @@ def _summary(report: dict) -> str:
     rows = [("teacher", "-", report.get("teacher"))] + [
         (f"{s['index']}:{s['kind']}", s["status"], s["evaluation"]) for s in report["stages"]
     ]
+    # several students (tasks/strategy) or a search: one row per student's final candidate, or per trial
+    rows += [(s["name"], s["status"], s["evaluation"] or None) for s in report.get("students") or []]
+    rows += [(t["id"], t["status"], t["evaluation"]) for t in (report.get("search") or {}).get("trials", [])]
     lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}  retention"]
     for name, status, ev in rows:
         if ev is None:
@@ -36,9 +39,15 @@ def _summary(report: dict) -> str:
         lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}"
                      f"{ev['latency']['batch1_p50_ms']:>9.2f}  {kept}")
     lines.append(f"status: {report['status']}")
+    if report.get("search") is not None:
+        search = report["search"]
+        best = (search["best"] or {}).get("id", "none")
+        lines.append(f"search: {search['trials_run']} of {search['grid_size']} points tried; best {best}; "
+                     f"frontier (size) {', '.join(search['frontier']['size'])}")
     for s in report.get("shortfalls", []):
         kept = "n/a" if s["retention"] is None else f"{s['retention']:.4f}"
-        lines.append(f"  gate: task {s['task']} kept {kept} of the teacher's {s['metric']}, "
+        who = f"student {s['student']}: " if s.get("student") else ""
+        lines.append(f"  gate: {who}task {s['task']} kept {kept} of the teacher's {s['metric']}, "
                      f"needs {s['required']}" + (f" (short by {s['short_by']:.4f})" if s["short_by"] else ""))
     return "\n".join(lines)
 

@@ -30,25 +30,43 @@ def _docstrings(path: Path):
                 yield doc
 
 
+def _prose(path: Path, seen: set[str]):
+    """Unique prose sentences of 6 to 40 words in one module's docstrings, code-looking ones removed."""
+    for doc in _docstrings(path):
+        for para in doc.split("\n\n"):
+            text = " ".join(para.split())
+            for sent in _SENTENCE.split(text):
+                words = sent.split()
+                if not 6 <= len(words) <= 40 or _CODEISH.search(sent) or not sent[0].isupper():
+                    continue
+                if sent not in seen:
+                    seen.add(sent)
+                    yield sent
+
+
+def _modules() -> list[Path]:
+    root = Path(sysconfig.get_paths()["stdlib"])
+    return [p for p in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py"))
+            if "test" not in p.parts and not p.name.startswith("test")]
+
+
 def stdlib_sentences(limit: int | None = None) -> list[str]:
     """Unique prose sentences of 6 to 40 words, code-looking ones removed."""
-    root = Path(sysconfig.get_paths()["stdlib"])
     seen: set[str] = set()
-    out: list[str] = []
-    for path in sorted(root.glob("*.py")) + sorted(root.glob("*/*.py")):
-        if "test" in path.parts or path.name.startswith("test"):
-            continue
-        for doc in _docstrings(path):
-            for para in doc.split("\n\n"):
-                text = " ".join(para.split())
-                for sent in _SENTENCE.split(text):
-                    words = sent.split()
-                    if not 6 <= len(words) <= 40 or _CODEISH.search(sent) or not sent[0].isupper():
-                        continue
-                    if sent not in seen:
-                        seen.add(sent)
-                        out.append(sent)
+    out = [sent for path in _modules() for sent in _prose(path, seen)]
     return out[:limit] if limit else out
+
+
+def stdlib_sentences_by_module(min_sentences: int = 4) -> dict[str, list[str]]:
+    """The same sentences grouped by the module they document (modules with at least `min_sentences`)."""
+    seen: set[str] = set()
+    out = {}
+    for path in _modules():
+        sents = list(_prose(path, seen))
+        if len(sents) >= min_sentences:
+            out[path.stem if path.parent.name == "lib" or path.parent.name.startswith("python") else
+                f"{path.parent.name}.{path.stem}"] = sents
+    return out
 
 
 def split(sentences: list[str], n_eval: int, seed: int = 0) -> tuple[list[str], list[str]]:

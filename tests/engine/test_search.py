@@ -169,3 +169,18 @@ def test_bad_search_configs_are_refused_naming_the_field(tiny_bert_cls, two_task
     with pytest.raises(EngineError) as info:
         run(parse_recipe(raw), tmp_path / "out", roots=["/"])
     assert info.value.field == field
+
+
+def test_search_and_students_through_the_cli(tiny_bert_cls, two_tasks, write_recipe, tmp_path, capsys):
+    from tests.engine.test_cli import compress
+
+    space = {"depth": [1, 2], "sparsity": [0], "quantization": ["none", "int8-dynamic"]}
+    assert compress(write_recipe(recipe(tiny_bert_cls, two_tasks, space=space)), tmp_path / "s") == 0
+    out = capsys.readouterr().out
+    assert "points tried; best d2-s00-i8d" in out and "\nd2-s00-i8d " in out.split("\nstatus:")[0]
+    multi = recipe(tiny_bert_cls, two_tasks, fragile_gate=0.99)
+    del multi["search"]
+    multi["strategy"] = "both"
+    assert compress(write_recipe(multi, "multi.yaml"), tmp_path / "m") == 3  # a gate failed
+    out = capsys.readouterr().out
+    assert "gate: student fragile: task fragile" in out and "shared " in out
