@@ -14,7 +14,7 @@ import shutil
 import time
 from pathlib import Path
 
-from .artifacts import verify_reload
+from .artifacts import save_candidate, verify_reload
 from .context import RunContext
 from .errors import Cancelled
 from .evaluate import Evaluator, check_gates
@@ -98,12 +98,10 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
     evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, _sample_texts(plan), ctx)
     gates = gates_of(recipe, list(plan.env.eval))
     trials: dict[Point, dict] = _load_trials(root / "trials", rhash, points) if resume else {}
-    status, stopped_by, order = "succeeded", "done", []
+    status, stopped_by, order, probe_s = "succeeded", "done", [], 0.0
     try:
         evaluator.set_teacher(teacher)
         teacher_dir = out_dir / "work" / "teacher"
-        from .artifacts import save_candidate
-
         save_candidate(teacher, teacher_dir)
         report["teacher"] = evaluator.evaluate(teacher, "teacher", teacher_dir)
         shutil.rmtree(teacher_dir, ignore_errors=True)
@@ -153,7 +151,6 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
         order = sorted(trials, key=lambda p: trials[p].get("order", 0))
     except Cancelled:
         status = "cancelled"
-        probe_s = 0.0
         order = sorted(trials, key=lambda p: trials[p].get("order", 0))
     best = Search(points, {}).best({p: Outcome(trials[p]["status"] == "passed", trials[p]["objective"])
                                     for p in trials})
