@@ -24,7 +24,7 @@ from tests import fixtures
 from tests.app.conftest import Server, make_key
 from tests.worker.conftest import DISTILL, FAST_EVAL, QUANTIZE, WorkerProc
 
-REDIS_URL = "redis://127.0.0.1:6379/11"
+REDIS_URL = "redis://127.0.0.1:6379/14"  # its own: 9 app, 10 worker, 11 store, 12 dashboard, 13 faults
 ROOT = Path(__file__).resolve().parents[2]
 MAX_UPLOAD = 2 * 1024 * 1024
 

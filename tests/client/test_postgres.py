@@ -1,6 +1,6 @@
 """The calls whose behaviour rests on the database, on PostgreSQL: an idempotent submission (the unique key
 decides), cursor pages across several jobs with a status filter, and cancelling queued jobs. No worker: the
-jobs stay queued (their messages go to Redis db 11, where the session's SQLite worker finds no such job)."""
+jobs stay queued (their messages go to Redis db 14, where the session's SQLite worker finds no such job)."""
 
 from __future__ import annotations
 
