@@ -37,6 +37,7 @@ from distillery.client import (
 )
 from distillery.client.errors import BadRequest, Forbidden, PayloadTooLarge, UnsupportedMediaType, ValidationError
 
+from .cli_report import progress_text, show_job, table, when
 from .cli_submit import RecipeInputError, note, prepare
 from .exit_codes import (
     EXIT_BAD_INPUT,
@@ -115,39 +116,9 @@ def _dump(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
-def _table(rows: list[list[str]], header: list[str]) -> None:
-    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
-    for row in [header, *rows]:
-        print("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
-
-
-def _when(value) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S") if value else "-"
-
-
-def _progress(job: Job) -> str:
-    p = job.progress
-    if p is None or p.total is None:
-        return "-"
-    return f"{p.step or 0}/{p.total}" + (f" loss={p.loss:.4f}" if p.loss is not None else "")
-
-
-def _show(job: Job) -> None:
-    print(f"job       {job.id}\nstatus    {job.status}\nqueue     {job.queue}\ncreated   {_when(job.created_at)}\n"
-          f"started   {_when(job.started_at)}\nfinished  {_when(job.finished_at)}\nattempts  {job.attempts}")
-    if job.current_stage and not job.finished:
-        print(f"stage     {job.current_stage} {_progress(job)}")
-    if job.failure is not None:
-        print(f"failure   [{job.failure.code}] {job.failure.message}")
-    if job.stages:
-        print()
-        _table([[str(s.index), s.kind, s.status, f"{s.duration_s:.1f}s" if s.duration_s is not None else "-"]
-                for s in job.stages], ["#", "stage", "status", "duration"])
-
-
 def _outcome(job: Job, as_json: bool) -> int:
     """The finished job on stdout; why it did not succeed on stderr; the exit code for its status."""
-    _dump(job) if as_json else _show(job)
+    _dump(job) if as_json else show_job(job)
     code = job_exit_code(job)
     if code != EXIT_OK:
         reason = f"[{job.failure.code}] {job.failure.message}" if job.failure else "no reason recorded"
@@ -190,16 +161,19 @@ def cmd_list(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _dump(jobs)
     else:
-        _table([[j.id, j.status, j.current_stage or "-", _progress(j), _when(j.created_at),
-                 j.failure.code if j.failure else ""] for j in jobs],
-               ["id", "status", "stage", "progress", "created", "failure"])
+        table([[j.id, j.status, j.current_stage or "-", progress_text(j), when(j.created_at),
+                j.failure.code if j.failure else ""] for j in jobs],
+              ["id", "status", "stage", "progress", "created", "failure"])
     return EXIT_OK
 
 
 @_handled
 def cmd_show(args: argparse.Namespace, client: Client) -> int:
     job = client.jobs.get(args.job)
-    _dump(job) if args.json else _show(job)
+    if args.json:
+        _dump(job)
+        return EXIT_OK
+    show_job(job, client)
     return EXIT_OK
 
 
@@ -227,7 +201,7 @@ def cmd_artifacts_list(args: argparse.Namespace, client: Client) -> int:
     if args.json:
         _dump(arts)
     else:
-        _table([[a.id, a.name, f"{a.size_bytes:,}", a.sha256[:16]] for a in arts], ["id", "name", "bytes", "sha256"])
+        table([[a.id, a.name, f"{a.size_bytes:,}", a.sha256[:16]] for a in arts], ["id", "name", "bytes", "sha256"])
     return EXIT_OK
 
 
@@ -292,7 +266,8 @@ def add_commands(sub) -> None:
     p.add_argument("--json", action="store_true", help="a JSON array of jobs")
     p.set_defaults(func=cmd_list)
 
-    for name, func, text in (("show", cmd_show, "a job's status, stages and failure"),
+    for name, func, text in (("show", cmd_show, "a job's status, stages and failure; a multi-task job's "
+                              "students task by task, a search's trials"),
                              ("cancel", cmd_cancel, "cancel a queued or running job"),
                              ("watch", cmd_watch, "follow a job's progress to its end; exit with its outcome")):
         p = jsub.add_parser(name, parents=[common], help=text)

@@ -61,3 +61,11 @@ def s3_endpoint():
 @pytest.fixture(scope="session")
 def two_tasks(assets) -> dict[str, Path]:
     return fixtures.make_two_tasks(assets / "two-tasks")
+
+
+@pytest.fixture(scope="session")
+def engine_reports(tiny_bert_cls, two_tasks, assets) -> dict[str, dict]:
+    """Real reports of a multi-task (strategy both) run and of two search runs (tests/engine_reports.py)."""
+    from tests.engine_reports import make_reports
+
+    return make_reports(tiny_bert_cls, two_tasks, assets / "engine-reports")

@@ -138,3 +138,66 @@ def test_errors_are_a_message_and_an_exit_code(stack, done_job):
     assert run.returncode == 8 and "ConnectError" in run.stderr and "Traceback" not in run.stderr
     run = cli(stack, "artifacts", "download", done_job.job_id, "--to", "/tmp", "--name", "nothing.bin")
     assert run.returncode == 5 and "no artifacts named nothing.bin" in run.stderr
+
+
+def test_show_prints_the_students_of_a_multi_task_job_and_the_trials_of_a_search(stack, engine_reports):
+    """Real engine reports (tests/engine_reports.py) in job rows: `jobs show` prints them as tables."""
+    from tests.engine_reports import insert_job
+
+    ids = {name: insert_job(stack.settings, "team-a", r["recipe"], r["report"]) for name, r in engine_reports.items()}
+
+    report = engine_reports["multi"]["report"]
+    run = cli(stack, "jobs", "show", ids["multi"])
+    assert run.returncode == 0, run.stderr
+    lines = run.stdout.splitlines()
+    names = [s["name"] for s in report["students"]]
+    header = next(i for i, line in enumerate(lines) if line.startswith("task "))
+    assert lines[header].split() == ["task", "metric", "gate", "teacher", *names]
+    for task, row in report["comparison"].items():
+        line = next(line for line in lines[header:] if line.startswith(f"{task} "))
+        expected = [task, row["metric"], f"{row['required']:.3f}", f"{row['teacher']:.4f}"]
+        for name in names:
+            cell = row["students"][name]
+            expected += [f"({cell['retention']:.3f})"] if cell["passed"] is None else \
+                [f"{cell['retention']:.3f}", "ok" if cell["passed"] else "FAIL"]
+        assert line.split() == expected
+    for s in report["students"]:
+        line = next(line for line in lines if line.startswith(f"{s['name']} ") and s["kind"] in line)
+        assert line.split()[-2:] == [s["status"], f"model-{s['name']}.tar" if s["artifact"] else "-"]
+    choices = lines.index("choices")
+    for kind, c in report["choices"].items():
+        line = next(line for line in lines[choices:] if line.startswith(f"{kind} "))
+        assert line.split() == [kind, str(c["models"]), f"{c['size_bytes'] / 1e6:.3f}", f"{c['batch1_p50_ms']:.2f}",
+                                f"{c['worst_retention']:.3f}", "yes" if c["passed"] else "no"]
+
+    for name in ("search", "search_failed"):
+        report = engine_reports[name]["report"]
+        search = report["search"]
+        run = cli(stack, "jobs", "show", ids[name])
+        assert run.returncode == 0, run.stderr
+        out = run.stdout
+        assert (f"search: {search['trials_run']} of {search['grid_size']} grid points tried, stopped by "
+                f"{search['stopped_by']}") in out
+        rows = {line.split()[1]: line.split() for line in out.splitlines() if line[:1].isdigit()}
+        assert list(rows) == [t["id"] for t in search["trials"]]
+        for t in search["trials"]:
+            p = t["point"]
+            assert rows[t["id"]][:12] == [
+                str(t["order"]), t["id"], str(p["depth"]), str(p["sparsity"]), p["quantization"], p["embeddings"],
+                f"{t['size_bytes'] / 1e6:.3f}", f"{t['latency_ms']:.2f}", f"{t['worst_retention']:.3f}",
+                f"{t['evaluation']['tasks']['fragile']['retention']:.3f}",
+                f"{t['evaluation']['tasks']['robust']['retention']:.3f}", t["status"]]
+        for cost in ("size", "latency"):
+            assert f"frontier ({cost} vs worst retention): {', '.join(search['frontier'][cost])}\n" in out
+        if search["best"]:
+            assert rows[search["best"]["id"]][12] == "best"
+            assert f"\nbest: {search['best']['id']} (" in out
+        else:
+            effort = search["best_effort"]
+            assert rows[effort["id"]][12:14] == ["best", "effort"]
+            short = "; ".join(f"{s['task']} {s['retention']:.3f} < {s['required']:.3f}" for s in effort["shortfalls"])
+            assert f"no trial passed; best effort: {effort['id']} FAILS the gate: {short}\n" in out
+
+    raw = cli(stack, "jobs", "show", ids["search"], "--json")  # --json: the job as the API returns it
+    assert raw.returncode == 0 and json.loads(raw.stdout)["id"] == ids["search"]
+    assert "grid points tried" not in raw.stdout

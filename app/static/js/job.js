@@ -67,15 +67,28 @@ async function download(artifact, button, status) {
   }
 }
 
-function artifactList(artifacts) {
+// What an artifact holds, when the report says: a student's model (model-<name>.tar), the chosen trial's.
+function artifactLabel(name, report) {
+  const m = /^model-(.+)\.tar$/.exec(name);
+  if (m) {
+    const st = (report?.students || []).find((x) => x.name === m[1]);
+    return st ? `student ${st.name} (${st.kind}: ${st.tasks.join(', ')})` : `student ${m[1]}`;
+  }
+  if (name === 'model.tar' && report?.search?.best) return `best trial ${report.search.best.id}`;
+  return null;
+}
+
+function artifactList(artifacts, report) {
   if (!artifacts.length) return h('p', { class: 'muted' }, 'Artifacts appear when the job has finished.');
   return h('ul', { class: 'artifacts', id: 'artifacts' }, artifacts.map((a) => {
     const status = h('span', { class: 'dl-status', role: 'status', 'aria-live': 'polite' });
-    const button = h('button', { class: 'btn', type: 'button', 'aria-label': `Download ${a.name}`,
+    const label = artifactLabel(a.name, report);
+    const button = h('button', { class: 'btn', type: 'button', 'aria-label': `Download ${a.name}${label ? `, ${label}` : ''}`,
       dataset: { artifact: a.name } }, 'Download');
     button.addEventListener('click', () => download(a, button, status));
     return h('li', {},
-      h('div', {}, h('strong', {}, a.name), h('span', { class: 'muted' }, ` ${fmtBytes(a.size_bytes)}`),
+      h('div', {}, h('strong', {}, a.name), label ? h('span', { class: 'art-label', dataset: { label } }, ` ${label}`) : null,
+        h('span', { class: 'muted' }, ` ${fmtBytes(a.size_bytes)}`),
         h('div', { class: 'mono small muted', title: 'sha256' }, a.sha256)),
       h('div', { class: 'dl' }, status, button));
   }));
@@ -84,7 +97,7 @@ function artifactList(artifacts) {
 export function renderJob(root, jobId, _feed) {
   let alive = true;
   let job = null;
-  let reportShown = false;
+  let reportData = null;
   const head = h('div', { class: 'page-head' });
   const failure = h('div');
   const tl = h('div');
@@ -151,18 +164,21 @@ export function renderJob(root, jobId, _feed) {
   async function loadOutputs() {
     const artifacts = await listAll(`/v1/jobs/${jobId}/artifacts`);
     if (!alive) return;
-    clear(arts, artifactList(artifacts));
-    if (reportShown) return;
-    try {
-      const data = await call(`/v1/jobs/${jobId}/report`);
+    let data = reportData;
+    if (!data) {
+      try {
+        data = await call(`/v1/jobs/${jobId}/report`);
+      } catch (err) {
+        if (!(err instanceof ApiError && err.status === 404)) throw err;
+      }
       if (!alive) return;
-      reportShown = true;
-      clear(report, h('h2', { id: 'report-h' }, 'Report'), renderReport(data, job));
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 404) {
-        clear(report, h('h2', { id: 'report-h' }, 'Report'), h('p', { class: 'muted' }, 'This job ended without a report.'));
-      } else throw err;
     }
+    clear(arts, artifactList(artifacts, data));
+    if (reportData) return;
+    if (data) {
+      reportData = data;
+      clear(report, h('h2', { id: 'report-h' }, 'Report'), renderReport(data, job));
+    } else clear(report, h('h2', { id: 'report-h' }, 'Report'), h('p', { class: 'muted' }, 'This job ended without a report.'));
   }
 
   function refreshSoon() {
