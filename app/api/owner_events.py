@@ -14,20 +14,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from datetime import datetime
 from typing import Annotated, Any
 
 import anyio
 from fastapi import Header, Query
 from fastapi.responses import StreamingResponse
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from ..db.base import session_scope
 from ..repositories import owner_events as repo
 from .deps import AppSettings, Db, Owner
 from .events import MAX_CURSOR, parse_last_event_id
 from .routing import api_router
-from .schemas_jobs import as_utc, problem_responses
+from .schemas_jobs import EventOut, problem_responses
 
 router = api_router(tags=["jobs"])
 
@@ -37,21 +36,18 @@ BATCH = 500  # events read per query
 SETTLE_S = 10.0  # PostgreSQL: how long after a higher id was seen a lower one may still commit
 
 
-class OwnerEventOut(BaseModel):
+class OwnerEventOut(EventOut):
+    """A job's event, with which job it belongs to and a cursor across all of the owner's jobs."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"id": 9041, "job_id": "job_01jh8z6k2v9qf3w7t0c5x4y1ab", "seq": 42, "time": "2025-11-29T10:01:00Z",
+         "stage": "0:distill", "message": "training", "step": 120, "total": 300, "loss": 0.042}]})
     id: int = Field(description="unique across jobs, increasing: the SSE id and the page cursor")
     job_id: str
-    seq: int = Field(description="1, 2, 3... within the job (the per-job events endpoint's cursor)")
-    time: datetime
-    stage: str
-    message: str
-    step: int | None = None
-    total: int | None = None
-    loss: float | None = None
 
     @classmethod
     def from_row(cls, e: Any) -> OwnerEventOut:
-        return cls(id=e.id, job_id=e.job_id, seq=e.seq, time=as_utc(e.created_at), stage=e.stage,
-                   message=e.message, step=e.step, total=e.total, loss=e.loss)
+        return cls(id=e.id, job_id=e.job_id, **EventOut.from_row(e).model_dump())
 
 
 class OwnerEventPage(BaseModel):
