@@ -47,6 +47,17 @@ def list_artifacts(job_id: str, owner: Owner, db: Db,
                              next_cursor=encode_cursor(rows[-1].id) if more else None)
 
 
+@router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact",
+            description="One artifact's name, size, sha256 (the download's ETag) and download URL: what a client "
+                        "needs to resume and verify a download without a HEAD request.",
+            responses=problems(401, 404))
+def get_artifact(artifact_id: str, owner: Owner, db: Db) -> ArtifactOut:
+    row = repo.get_artifact(db, owner, artifact_id)
+    if row is None:
+        raise NotFound(f"no artifact {artifact_id}")
+    return _out(row)
+
+
 _DOWNLOAD_DESCRIPTION = """Streams the artifact from the store; when the service presigns (S3 store), a GET answers 307
 with a short-lived presigned URL of the object store instead (HEAD still answers here).
 

@@ -27,7 +27,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from .download import ProgressCallback, Target, artifact_from_head
+from .download import ProgressCallback, Target
 from .errors import ConnectionFailed, RangeNotSatisfiable, RateLimited, ServiceUnavailable
 from .jobs_async import AsyncJobs
 from .resources import DEFAULT_PAGE, archive_name, model_body, pack_model_dir
@@ -175,10 +175,10 @@ class AsyncArtifacts:
         job_id = job.id if isinstance(job, Job) else job
         return [a async for a in self._c._pages(f"/v1/jobs/{job_id}/artifacts", Artifact.model_validate)]
 
-    async def head(self, artifact_id: str) -> Artifact:
-        """An artifact known only by its id: name, size and sha256 from its download headers."""
-        path = f"/v1/artifacts/{artifact_id}/download"
-        return artifact_from_head(artifact_id, await self._c.transport.request("HEAD", path, idempotent=True))
+    async def get(self, artifact_id: str) -> Artifact:
+        """One artifact by its `art_...` id: name, size, sha256 and download URL."""
+        response = await self._c.transport.request("GET", f"/v1/artifacts/{artifact_id}", idempotent=True)
+        return Artifact.model_validate(response.json())
 
     @overload
     async def download(self, item: Artifact, to: str | os.PathLike | None = ..., *, resume: bool = ...,
@@ -204,7 +204,7 @@ class AsyncArtifacts:
         if isinstance(item, Artifact):
             return await self._one(item, to, resume, on_progress)
         if isinstance(item, str) and item.startswith("art_"):
-            return await self._one(await self.head(item), to, resume, on_progress)
+            return await self._one(await self.get(item), to, resume, on_progress)
         folder = Path(to) if to is not None else Path(".")
         folder.mkdir(parents=True, exist_ok=True)
         wanted = [a for a in await self.list(item) if names is None or a.name in names]

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from urllib.parse import unquote
 
 import httpx
 
@@ -38,28 +36,6 @@ def safe_name(name: str, fallback: str) -> str:
     """A base name to write under: a name from the service never reaches outside the chosen directory."""
     base = name.replace("\\", "/").rsplit("/", 1)[-1]
     return fallback if base in ("", ".", "..") else base
-
-
-def filename_from_disposition(header: str | None) -> str | None:
-    """The file name a Content-Disposition carries (filename* preferred), reduced to a base name."""
-    if not header:
-        return None
-    match = re.search(r"filename\*\s*=\s*UTF-8''([^;]+)", header, re.IGNORECASE)
-    name = unquote(match.group(1).strip()) if match else None
-    if name is None and (match := re.search(r'filename\s*=\s*"([^"]*)"|filename\s*=\s*([^;\s]+)', header)):
-        name = match.group(1) if match.group(1) is not None else match.group(2)
-    if not name:
-        return None
-    return safe_name(name, "") or None
-
-
-def artifact_from_head(artifact_id: str, response: httpx.Response) -> Artifact:
-    """What a HEAD of the download URL says about an artifact known only by its id."""
-    etag = response.headers.get("etag", "").strip().removeprefix("W/").strip('"')
-    name = filename_from_disposition(response.headers.get("content-disposition")) or artifact_id
-    return Artifact(id=artifact_id, name=name, media_type=response.headers.get("content-type", ""),
-                    size_bytes=int(response.headers.get("content-length", 0)), sha256=etag,
-                    download_url=f"/v1/artifacts/{artifact_id}/download")
 
 
 @dataclass

@@ -25,7 +25,7 @@ from typing import Any, TypeVar, overload
 
 import httpx
 
-from .download import ProgressCallback, Target, artifact_from_head
+from .download import ProgressCallback, Target
 from .errors import ConnectionFailed, RangeNotSatisfiable, RateLimited, ServiceUnavailable
 from .jobs_sync import Jobs
 from .resources import DEFAULT_PAGE, archive_name, model_body, pack_model_dir
@@ -179,10 +179,10 @@ class Artifacts:
         job_id = job.id if isinstance(job, Job) else job
         return list(self._c._pages(f"/v1/jobs/{job_id}/artifacts", Artifact.model_validate))
 
-    def head(self, artifact_id: str) -> Artifact:
-        """An artifact known only by its id: name, size and sha256 from its download headers."""
-        path = f"/v1/artifacts/{artifact_id}/download"
-        return artifact_from_head(artifact_id, self._c.transport.request("HEAD", path, idempotent=True))
+    def get(self, artifact_id: str) -> Artifact:
+        """One artifact by its `art_...` id: name, size, sha256 and download URL."""
+        response = self._c.transport.request("GET", f"/v1/artifacts/{artifact_id}", idempotent=True)
+        return Artifact.model_validate(response.json())
 
     @overload
     def download(self, item: Artifact, to: str | os.PathLike | None = ..., *, resume: bool = ...,
@@ -208,7 +208,7 @@ class Artifacts:
         if isinstance(item, Artifact):
             return self._one(item, to, resume, on_progress)
         if isinstance(item, str) and item.startswith("art_"):
-            return self._one(self.head(item), to, resume, on_progress)
+            return self._one(self.get(item), to, resume, on_progress)
         folder = Path(to) if to is not None else Path(".")
         folder.mkdir(parents=True, exist_ok=True)
         wanted = [a for a in self.list(item) if names is None or a.name in names]

@@ -147,3 +147,14 @@ def test_byte_range_and_disposition_rules():
     assert content_disposition("..\\..\\x.tar") == 'attachment; filename="x.tar"'  # no directory parts
     assert content_disposition("modèle.tar") == (
         "attachment; filename=\"mod_le.tar\"; filename*=UTF-8''mod%C3%A8le.tar")
+
+
+def test_one_artifact_and_what_its_download_sends_agree(client, other_client, made):
+    meta = client.get(f"/v1/artifacts/{made.artifact_id}")
+    assert meta.status_code == 200, meta.text
+    body = meta.json()
+    assert (body["id"], body["sha256"], body["size_bytes"]) == (made.artifact_id, made.sha256, SIZE)
+    head = client.head(body["download_url"])
+    assert head.headers["etag"] == f'"{body["sha256"]}"' and int(head.headers["content-length"]) == SIZE
+    assert_problem(other_client.get(f"/v1/artifacts/{made.artifact_id}"), 404)
+    assert_problem(client.get("/v1/artifacts/art_missing"), 404)

@@ -156,7 +156,8 @@ def test_download_resumes_a_partial_file_and_verifies_it(stack, done_job, tmp_pa
         c.artifacts.download(tar, tmp_path / "out", resume=False)
         assert seen[-1][:3] == (None, None, 200) and path.read_bytes() == content
 
-        # by id (name and sha256 from a HEAD), and all of a job's artifacts into a directory
+        # by id (name and sha256 from GET /v1/artifacts/{id}), and all of a job's artifacts into a directory
+        assert c.artifacts.get(tar.id) == tar
         by_id = c.artifacts.download(arts["report.json"].id, f"{tmp_path}/by-id/")  # a new directory
         assert by_id == tmp_path / "by-id" / "report.json"
         paths = c.artifacts.download(done_job.job_id, tmp_path / "all")
