@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import copy
 import hashlib
-import json
 import sys
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from distillery.client import Client, ValidationError
 from distillery.client.resources import dir_manifest_sha256, pack_model_dir
@@ -36,17 +33,13 @@ def note(message: str) -> None:
 
 
 def read_recipe(path: Path) -> dict[str, Any]:
+    from worker.engine.errors import RecipeError
+    from worker.engine.recipe import read_recipe_file
+
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise RecipeInputError(f"cannot read recipe {path}: {exc.strerror}") from None
-    try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise RecipeInputError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-    if not isinstance(data, dict):
-        raise RecipeInputError(f"{path}: a recipe is a mapping with teacher, task, data and stages")
-    return data
+        return read_recipe_file(path)
+    except RecipeError as exc:
+        raise RecipeInputError(exc.message, exc.field) from None
 
 
 def check_recipe(data: dict[str, Any]) -> None:

@@ -290,7 +290,8 @@ def parse_recipe(data: Any) -> Recipe:
     return recipe
 
 
-def load_recipe(path: str | Path) -> Recipe:
+def read_recipe_file(path: str | Path) -> dict:
+    """A recipe file (YAML, or JSON by its suffix) as data, not yet validated."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -302,4 +303,8 @@ def load_recipe(path: str | Path) -> Recipe:
         raise RecipeError(f"{path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
     if not isinstance(data, dict):
         raise RecipeError(f"{path}: a recipe is a mapping with teacher, task, data and stages")
-    return parse_recipe(data)
+    return data
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    return parse_recipe(read_recipe_file(path))
