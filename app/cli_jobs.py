@@ -116,9 +116,10 @@ def _dump(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
 
-def _outcome(job: Job, as_json: bool) -> int:
-    """The finished job on stdout; why it did not succeed on stderr; the exit code for its status."""
-    _dump(job) if as_json else show_job(job)
+def _outcome(job: Job, as_json: bool, client: Client) -> int:
+    """The finished job (and its report's tables) on stdout; why it did not succeed on stderr; the exit code
+    for its status."""
+    _dump(job) if as_json else show_job(job, client)
     code = job_exit_code(job)
     if code != EXIT_OK:
         reason = f"[{job.failure.code}] {job.failure.message}" if job.failure else "no reason recorded"
@@ -141,7 +142,7 @@ def _watch(client: Client, job_id: str, as_json: bool, timeout: float | None) ->
         finally:
             printer.close()
         job = client.jobs.get(job_id)
-    return _outcome(job, as_json)
+    return _outcome(job, as_json, client)
 
 
 @_handled

@@ -169,6 +169,9 @@ def test_show_prints_the_students_of_a_multi_task_job_and_the_trials_of_a_search
         line = next(line for line in lines[choices:] if line.startswith(f"{kind} "))
         assert line.split() == [kind, str(c["models"]), f"{c['size_bytes'] / 1e6:.3f}", f"{c['batch1_p50_ms']:.2f}",
                                 f"{c['worst_retention']:.3f}", "yes" if c["passed"] else "no"]
+    # `watch` ends with the same tables: here the job has already finished, so it prints them at once
+    watched = cli(stack, "jobs", "watch", ids["multi"])
+    assert watched.stdout == run.stdout, (watched.stdout, watched.stderr)
 
     for name in ("search", "search_failed"):
         report = engine_reports[name]["report"]
