@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import httpx
+from playwright.sync_api import expect
 
 from tests.dashboard.conftest import Stack, shot, sign_in
 
@@ -91,7 +92,7 @@ def check_report(page, stack: Stack, job_id: str, required: float) -> dict:
 def test_a_wrong_key_is_refused_with_the_apis_message(page, stack):
     expected = httpx.get(f"{stack.url}/v1/jobs", headers={"Authorization": "Bearer dk_wrong"}).json()["detail"]
     sign_in(page, stack, key="dk_wrong")
-    page.wait_for_function("document.querySelector('#key-error').textContent.length > 0")
+    expect(page.locator("#key-error")).not_to_be_empty(timeout=30_000)  # not wait_for_function: see test_sessions
     assert page.inner_text("#key-error") == expected
     assert page.get_attribute("#api-key", "aria-invalid") == "true"
     assert page.evaluate("sessionStorage.getItem('distillery.apiKey')") is None

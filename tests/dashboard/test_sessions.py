@@ -3,6 +3,7 @@ the tab back to the sign-in form with the API's message."""
 
 from __future__ import annotations
 
+from playwright.sync_api import expect
 from sqlalchemy import update
 
 from app.auth import hash_key
@@ -35,5 +36,7 @@ def test_a_key_revoked_while_signed_in_signs_the_tab_out(page, stack):
         s.execute(update(ApiKey).where(ApiKey.key_hash == hash_key(key)).values(revoked_at=utcnow()))
     page.click("nav >> text=New job")
     page.wait_for_selector("#api-key")
-    page.wait_for_function("document.querySelector('#key-error').textContent.includes('revoked')")
+    # a locator assertion, not wait_for_function: Playwright compiles a string predicate with eval in the page,
+    # which the dashboard's CSP (no 'unsafe-eval') refuses whenever the first check does not already pass
+    expect(page.locator("#key-error")).to_contain_text("revoked", timeout=30_000)
     assert page.evaluate("sessionStorage.getItem('distillery.apiKey')") is None

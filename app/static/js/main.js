@@ -33,6 +33,9 @@ export const feed = {
 };
 
 let cleanup = null;
+// Why the tab was signed out (a revoked key): kept until the next sign-in, so that a navigation racing the
+// 401 (a hashchange that re-renders the sign-in form) does not wipe the message.
+let signedOutBecause = '';
 
 function signIn(message = '') {
   const input = h('input', { id: 'api-key', name: 'api-key', type: 'password', autocomplete: 'off',
@@ -47,6 +50,7 @@ function signIn(message = '') {
     try {
       await call('/v1/jobs?limit=1', { key });
       auth.set(key);
+      signedOutBecause = '';
       route();
     } catch (err) {
       error.textContent = err.problem?.detail || err.message;
@@ -72,7 +76,7 @@ function route(message = '') {
   const signedIn = Boolean(auth.get());
   nav.hidden = !signedIn;
   signout.hidden = !signedIn;
-  if (!signedIn) { feed.stop(); signIn(message); return; }
+  if (!signedIn) { feed.stop(); signIn(message || signedOutBecause); return; }
   feed.start();
   const hash = location.hash.replace(/^#/, '') || '/';
   const job = /^\/jobs\/([\w-]+)$/.exec(hash);
@@ -88,7 +92,7 @@ function route(message = '') {
   view.focus({ preventScroll: true });
 }
 
-signout.addEventListener('click', () => { auth.clear(); location.hash = '#/'; route(); });
-onUnauthorized.add((problem) => { auth.clear(); route(problem?.detail || ''); });
+signout.addEventListener('click', () => { auth.clear(); signedOutBecause = ''; location.hash = '#/'; route(); });
+onUnauthorized.add((problem) => { auth.clear(); signedOutBecause = problem?.detail || ''; route(); });
 window.addEventListener('hashchange', () => route());
 route();
