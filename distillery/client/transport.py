@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import email.utils
+import itertools
 import logging
 import random
 import time
@@ -94,24 +95,15 @@ class SyncTransport:
         self.http.close()
 
     def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
                 response = self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if not _should_retry(idempotent, attempt, self.policy, None):
-                    raise _connection_failed(method, self.http.base_url, path, exc) from exc
-                wait = self.policy.delay(attempt)
-                log.info("%s %s: %s; retrying in %.2fs", method, path, type(exc).__name__, wait)
-            else:
-                if response.status_code < 400:
-                    return response
-                if not _should_retry(idempotent, attempt, self.policy, response.status_code):
-                    raise error_from_response(response)
-                wait = self.policy.delay(attempt, response)
-                log.info("%s %s: %s; retrying in %.2fs", method, path, response.status_code, wait)
-            attempt += 1
-            self.sleep(wait)
+                self.sleep(_wait_or_raise(self, method, path, idempotent, attempt, exc))
+                continue
+            if response.status_code < 400:
+                return response
+            self.sleep(_wait_or_raise(self, method, path, idempotent, attempt, response))
 
     @contextlib.contextmanager
     def stream(self, method: str, path: str, **kwargs: Any) -> Iterator[httpx.Response]:
@@ -140,24 +132,15 @@ class AsyncTransport:
         await self.http.aclose()
 
     async def request(self, method: str, path: str, *, idempotent: bool, **kwargs: Any) -> httpx.Response:
-        attempt = 0
-        while True:
+        for attempt in itertools.count():
             try:
                 response = await self.http.request(method, path, **kwargs)
             except httpx.TransportError as exc:
-                if not _should_retry(idempotent, attempt, self.policy, None):
-                    raise _connection_failed(method, self.http.base_url, path, exc) from exc
-                wait = self.policy.delay(attempt)
-                log.info("%s %s: %s; retrying in %.2fs", method, path, type(exc).__name__, wait)
-            else:
-                if response.status_code < 400:
-                    return response
-                if not _should_retry(idempotent, attempt, self.policy, response.status_code):
-                    raise error_from_response(response)
-                wait = self.policy.delay(attempt, response)
-                log.info("%s %s: %s; retrying in %.2fs", method, path, response.status_code, wait)
-            attempt += 1
-            await self.sleep(wait)
+                await self.sleep(_wait_or_raise(self, method, path, idempotent, attempt, exc))
+                continue
+            if response.status_code < 400:
+                return response
+            await self.sleep(_wait_or_raise(self, method, path, idempotent, attempt, response))
 
     @contextlib.asynccontextmanager
     async def stream(self, method: str, path: str, **kwargs: Any) -> AsyncIterator[httpx.Response]:
@@ -172,3 +155,17 @@ class AsyncTransport:
 
 
 __all__ = ["RETRY_STATUSES", "AsyncTransport", "DistilleryError", "RetryPolicy", "SyncTransport", "retry_after"]
+
+
+def _wait_or_raise(transport: SyncTransport | AsyncTransport, method: str, path: str, idempotent: bool,
+                   attempt: int, outcome: httpx.Response | httpx.TransportError) -> float:
+    """How long to wait before retrying a failed attempt, or the typed error when it is not retried."""
+    failed_response = isinstance(outcome, httpx.Response)
+    status = outcome.status_code if failed_response else None
+    if not _should_retry(idempotent, attempt, transport.policy, status):
+        if failed_response:
+            raise error_from_response(outcome)
+        raise _connection_failed(method, transport.http.base_url, path, outcome) from outcome
+    wait = transport.policy.delay(attempt, outcome) if failed_response else transport.policy.delay(attempt)
+    log.info("%s %s: %s; retrying in %.2fs", method, path, status or type(outcome).__name__, wait)
+    return wait
