@@ -20,13 +20,18 @@ async def _blocking(fn) -> None:
 
 async def get_session(request: Request) -> AsyncIterator[Session]:
     """A unit of work per request: commit on success, roll back on error. Opening a session does no I/O
-    (it connects on its first query), so it costs no trip to the threadpool."""
+    (it connects on its first query), so it costs no trip to the threadpool; ending it is one trip."""
     session = session_factory(request.app.state.settings.sqlalchemy_url)()
     try:
         yield session
-        await _blocking(session.commit)
     except BaseException:
-        await _blocking(session.rollback)
+        await _blocking(lambda: _end(session, commit=False))
         raise
+    await _blocking(lambda: _end(session, commit=True))
+
+
+def _end(session: Session, *, commit: bool) -> None:
+    try:
+        session.commit() if commit else session.rollback()
     finally:
-        await _blocking(session.close)
+        session.close()
