@@ -4,12 +4,34 @@ dropped afterwards (so runs never see each other's rows)."""
 from __future__ import annotations
 
 import contextlib
+import os
 import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 PG_ADMIN = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
+# Set by .ci/run: there PostgreSQL, Redis and the tools the service tests use must be present, and a test
+# that cannot reach them fails instead of skipping (a skip would pass CI with the service untested).
+REQUIRE_SERVICES = "DISTILLERY_TEST_REQUIRE_SERVICES"
+
+
+def services_required() -> bool:
+    return os.environ.get(REQUIRE_SERVICES, "") not in ("", "0")
+
+
+def unavailable(reason: str) -> None:
+    """Skip a test for lack of a service or tool, or fail it where CI requires them."""
+    import pytest  # here: the benchmarks import this module too, without pytest
+
+    if services_required():
+        pytest.fail(f"{reason}; required here ({REQUIRE_SERVICES} is set)", pytrace=False)
+    pytest.skip(reason)
+
+
+def require_postgres() -> None:
+    if not postgres_up():
+        unavailable("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
 
 
 def postgres_up() -> bool:

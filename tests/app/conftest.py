@@ -16,15 +16,15 @@ import redis
 from app.db.base import session_scope
 from app.db.migrate import upgrade
 from app.settings import Settings
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 
 REDIS_URL = "redis://127.0.0.1:6379/9"  # a database of its own, flushed per test
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def database_url(request, tmp_path) -> Iterator[str]:
-    if request.param == "postgres" and not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
+    if request.param == "postgres":
+        require_postgres()
     with temporary_database(request.param, tmp_path) as url:
         yield url
 

@@ -16,13 +16,12 @@ from distillery.client import ValidationError
 from tests import fixtures
 from tests.app.conftest import Server, make_key
 from tests.client.conftest import REDIS_URL, job_body
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 
 
 @pytest.fixture
 def pg_client(tmp_path, tiny_bert):
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432")
+    require_postgres()
     from app.api.main import create_app
 
     with temporary_database("postgres", tmp_path, prefix="dctest") as url:

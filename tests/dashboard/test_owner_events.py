@@ -18,7 +18,7 @@ from app.db.migrate import upgrade
 from app.db.models import Event, Job
 from app.settings import Settings
 from tests.app.conftest import Server, make_key
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 
 REDIS_URL = "redis://127.0.0.1:6379/12"  # the dashboard tests' own database
 SSE = {"Accept": "text/event-stream"}
@@ -26,8 +26,8 @@ SSE = {"Accept": "text/event-stream"}
 
 @pytest.fixture(params=["sqlite", "postgres"])
 def api(request, tmp_path) -> Iterator[tuple[Settings, httpx.Client, httpx.Client]]:
-    if request.param == "postgres" and not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
+    if request.param == "postgres":
+        require_postgres()
     redis.Redis.from_url(REDIS_URL).flushdb()
     with temporary_database(request.param, tmp_path, prefix="dashtest") as url:
         settings = Settings(data_dir=tmp_path / "data", database_url=url, redis_url=REDIS_URL)

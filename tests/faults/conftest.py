@@ -19,6 +19,7 @@ import pytest
 import redis
 
 from tests.app.conftest import free_port
+from tests.databases import unavailable
 
 
 def _pg_bin() -> Path | None:
@@ -134,12 +135,12 @@ class PrivateRedis:
 def private_postgres() -> Iterator[PrivatePostgres]:
     bindir = _pg_bin()
     if bindir is None:
-        pytest.skip("the PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl) are not installed")
+        unavailable("the PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb, pg_ctl) are not installed")
     if os.geteuid() == 0:
         try:
             pwd.getpwnam("postgres")
         except KeyError:
-            pytest.skip("running as root and there is no `postgres` OS user to run the server as")
+            unavailable("running as root and there is no `postgres` OS user to run the server as")
     pg = PrivatePostgres(bindir)
     try:
         pg.start()
@@ -153,7 +154,7 @@ def private_postgres() -> Iterator[PrivatePostgres]:
 def private_redis() -> Iterator[PrivateRedis]:
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.skip("redis-server is not installed")
+        unavailable("redis-server is not installed")
     server = PrivateRedis(exe)
     try:
         server.start()

@@ -17,7 +17,7 @@ import redis
 from app.db.migrate import upgrade
 from app.settings import Settings
 from tests import fixtures
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 from tests.worker.conftest import (
     DISTILL,
     QUANTIZE,
@@ -37,8 +37,7 @@ LONG = {**DISTILL, "student": {"num_layers": 1}, "epochs": 1000, "time_budget_s"
 
 @pytest.fixture(scope="module")
 def database_url(tmp_path_factory) -> Iterator[str]:
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
+    require_postgres()
     with temporary_database("postgres", tmp_path_factory.mktemp("db"), prefix="dftest") as url:
         yield url
 

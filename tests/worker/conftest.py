@@ -28,7 +28,7 @@ from app.db.migrate import upgrade
 from app.db.models import Artifact, Event, Job, StageRun
 from app.settings import Settings
 from tests import fixtures
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 
 ROOT = Path(__file__).resolve().parents[2]
 # A Redis database of its own: the API tests flush db 9 per test, which would drop queued messages here.
@@ -40,8 +40,8 @@ QUANTIZE = {"kind": "quantize", "method": "int8-dynamic"}
 
 @pytest.fixture(scope="module", params=["sqlite", "postgres"])
 def database_url(request, tmp_path_factory) -> Iterator[str]:
-    if request.param == "postgres" and not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
+    if request.param == "postgres":
+        require_postgres()
     with temporary_database(request.param, tmp_path_factory.mktemp("db"), prefix="dwtest") as url:
         yield url
 
