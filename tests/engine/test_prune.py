@@ -303,6 +303,33 @@ def test_ffn_only_prune_reloads_with_plain_from_pretrained(load, which, tmp_path
     assert torch.allclose(outputs(again), outputs(out), atol=1e-6)
 
 
+@pytest.mark.parametrize("which", ["bert", "gpt2"])
+def test_artifact_says_plain_transformers_unless_heads_were_pruned(load, which, tmp_path):
+    """Neurons-only pruning is stated by the config (intermediate_size / n_inner): the artifact is flagged
+    as plain-loadable, and it is. Pruned heads are not expressible there: then the loader is needed."""
+    from worker.engine.artifacts import load_artifact, save_candidate
+
+    cand, env = load(which)
+    ffn = StructuredPrune(structured(neurons=0.5), 0).run(cand, env, RunContext())
+    assert "heads" not in ffn.structure
+    meta = json.loads((save_candidate(ffn, tmp_path / "ffn") / "distillery.json").read_text())
+    assert meta["plain_transformers"] is True
+    plain = cand.task.auto_class().from_pretrained(tmp_path / "ffn").eval()
+    assert torch.allclose(outputs(Candidate(plain, cand.tokenizer, cand.task)), outputs(ffn), atol=1e-6)
+
+    heads = StructuredPrune(structured(heads=0.5), 0).run(ffn, env, RunContext())
+    assert heads.structure["heads"] == {str(i): 2 for i in range(4)}
+    meta = json.loads((save_candidate(heads, tmp_path / "heads") / "distillery.json").read_text())
+    assert meta["plain_transformers"] is False
+    # a later neurons-only stage keeps the earlier stage's head counts, so the flag stays false
+    again = StructuredPrune(structured(neurons=0.25), 0).run(heads, env, RunContext())
+    assert again.structure["heads"] == heads.structure["heads"]
+    meta = json.loads((save_candidate(again, tmp_path / "again") / "distillery.json").read_text())
+    assert meta["plain_transformers"] is False
+    model, _ = load_artifact(tmp_path / "again")
+    assert torch.allclose(outputs(Candidate(model, cand.tokenizer, cand.task)), outputs(again), atol=1e-5)
+
+
 def test_structured_dry_run_rejects_unsupported_model_type(load):
     _, env = load("bert")
     info = ModelInfo(model_type="llama", num_layers=2, num_heads=4, hidden_size=32, intermediate_size=64,

@@ -154,12 +154,14 @@ def _set_intermediate(model: nn.Module, blocks: list[_Block]) -> None:
 
 
 def structure_of(model: nn.Module) -> dict:
-    """The per-layer shapes of a (possibly pruned) model, JSON-serialisable."""
+    """The per-layer shapes of a (possibly pruned) model, JSON-serialisable. Head counts are recorded only
+    when some layer has fewer than the config states: only then is the loader needed (the artifact's
+    `plain_transformers` flag), since a uniform feed-forward width is stated in the config itself."""
     blocks = _blocks(model)
-    return {
-        "heads": {str(i): b.heads for i, b in enumerate(blocks)},
-        "intermediate": {str(i): b.neurons for i, b in enumerate(blocks)},
-    }
+    out = {"intermediate": {str(i): b.neurons for i, b in enumerate(blocks)}}
+    if any(b.heads < model.config.num_attention_heads for b in blocks):
+        out["heads"] = {str(i): b.heads for i, b in enumerate(blocks)}
+    return out
 
 
 def apply_structure(model: nn.Module, structure: dict) -> None:
