@@ -67,6 +67,8 @@ def worker_env(settings: Settings) -> dict[str, str]:
         "DISTILLERY_MODEL_ROOTS": json.dumps([str(r) for r in settings.model_roots]),
         "DISTILLERY_LEASE_SECONDS": str(settings.lease_seconds),
         "DISTILLERY_MAX_ATTEMPTS": str(settings.max_attempts),
+        "DISTILLERY_JOB_SOFT_TIME_LIMIT": str(settings.job_soft_time_limit),
+        "DISTILLERY_JOB_TIME_LIMIT": str(settings.job_time_limit),
         "HF_HUB_OFFLINE": "1",
         "TOKENIZERS_PARALLELISM": "false",
         "DISTILLERY_STORE": settings.store,
