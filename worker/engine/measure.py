@@ -7,6 +7,9 @@ import time
 from pathlib import Path
 
 import torch
+from torch.multiprocessing.reductions import StorageWeakRef
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_leaves
 
 from .candidate import Candidate
 
@@ -16,32 +19,72 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _rss_peak_reset() -> bool:
-    """Reset the process's peak-RSS counter (Linux: writing 5 to clear_refs), so VmHWM measures one call."""
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        return True
-    except OSError:
-        return False
+def _tensor_bytes(t: torch.Tensor, seen: set[int]) -> int:
+    """Bytes held by a tensor's storage (each storage once), looking inside torchao's quantized tensors."""
+    if hasattr(t, "__tensor_flatten__"):  # a torchao tensor subclass: its int data, scales and zero points
+        names, _ = t.__tensor_flatten__()
+        return sum(_tensor_bytes(getattr(t, n), seen) for n in names)
+    if t.is_quantized:  # torch.ao: int8 values plus per-row scales and offsets where there are some
+        extra = 0
+        if t.qscheme() in (torch.per_channel_affine, torch.per_channel_affine_float_qparams):
+            extra = sum(q.numel() * q.element_size() for q in (t.q_per_channel_scales(), t.q_per_channel_zero_points()))
+        return t.numel() * t.element_size() + extra
+    ptr = t.untyped_storage().data_ptr()
+    if ptr in seen:
+        return 0
+    seen.add(ptr)
+    return t.untyped_storage().nbytes()
 
 
-def _proc_status_kb(field: str) -> int | None:
-    try:
-        with open("/proc/self/status") as fh:
-            for line in fh:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1])
-    except OSError:
-        return None
-    return None
+def resident_bytes(model: torch.nn.Module) -> int:
+    """Bytes the model's weights take in memory: parameters and buffers, tied or shared storages once, and
+    torch.ao's int8 modules, which keep their weights packed outside the parameters."""
+    seen: set[int] = set()
+    total = 0
+    for module in model.modules():
+        for t in (*module.parameters(recurse=False), *module.buffers(recurse=False)):
+            total += _tensor_bytes(t, seen)
+        if getattr(module, "_packed_params", None) is not None and callable(getattr(module, "weight", None)):
+            total += _tensor_bytes(module.weight(), seen)
+            bias = module.bias() if callable(getattr(module, "bias", None)) else None
+            if bias is not None:
+                total += _tensor_bytes(bias, seen)
+    return total
+
+
+class TensorPeak(TorchDispatchMode):
+    """The peak of bytes held by tensors that ops allocate while the mode is on (CPU has no allocator peak
+    counter). Every op's outputs are recorded by storage; a storage counts until its last reference dies.
+    What kernels allocate and free inside one op (oneDNN scratch space) and allocator slack are not seen."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.live: dict[StorageWeakRef, int] = {}
+        self.current = self.peak = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for ref in [r for r in self.live if r.expired()]:
+            self.current -= self.live.pop(ref)
+        # a view or in-place result shares an input's storage (a transposed weight, say): nothing new
+        inputs = {t.untyped_storage().data_ptr() for t in tree_leaves((args, kwargs))
+                  if type(t) in (torch.Tensor, torch.nn.Parameter)}
+        for t in tree_leaves(out):
+            # plain tensors only: a torchao subclass output is a view of weights already counted
+            if type(t) is torch.Tensor and t.untyped_storage().data_ptr() not in inputs:
+                ref = StorageWeakRef(t.untyped_storage())
+                if ref not in self.live:
+                    self.live[ref] = t.untyped_storage().nbytes()
+                    self.current += self.live[ref]
+        self.peak = max(self.peak, self.current)
+        return out
 
 
 @torch.no_grad()
 def latency(candidate: Candidate, inputs: list[dict[str, torch.Tensor]], batch: dict[str, torch.Tensor],
             runs: int, warmup: int) -> dict:
     """p50/p95 at batch 1 over `runs` requests (cycling through real eval texts), throughput at a larger
-    batch, and the peak memory of the larger batch (CUDA allocator peak, or RSS growth on CPU)."""
+    batch, and the peak memory of inference at the larger batch (weights plus activations, see below)."""
     model, device = candidate.model, candidate.device
     model.eval()
 
@@ -62,12 +105,9 @@ def latency(candidate: Candidate, inputs: list[dict[str, torch.Tensor]], batch: 
 
     n = batch["input_ids"].shape[0]
     call(batch)  # warm the larger shape
-    peak: int | None = None
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
-    else:
-        base_kb = _proc_status_kb("VmRSS") if _rss_peak_reset() else None
     reps = max(2, min(10, runs // 4))
     _sync(device)
     t0 = time.perf_counter()
@@ -75,18 +115,29 @@ def latency(candidate: Candidate, inputs: list[dict[str, torch.Tensor]], batch: 
         call(batch)
     _sync(device)
     elapsed = time.perf_counter() - t0
+    # Peak memory of inference at the larger batch = the candidate's weights in memory + the activation
+    # peak above them. On CUDA the activation peak is the allocator's high-water mark over the timed calls
+    # minus what was allocated before; not the absolute mark, which would also count whatever else is
+    # resident on the GPU (the teacher, a previous candidate). CPU has no such counter and RSS is blind to
+    # anything below the allocator's cached pages (tiny models read 0), so one extra, untimed call runs
+    # under TensorPeak, which counts the bytes of every tensor the ops allocate while they are alive.
+    weights = resident_bytes(model)
     if device.type == "cuda":
-        peak = torch.cuda.max_memory_allocated(device) - base
-    elif base_kb is not None and (hwm := _proc_status_kb("VmHWM")) is not None:
-        peak = max(0, hwm - base_kb) * 1024
+        activations = torch.cuda.max_memory_allocated(device) - base
+    else:
+        with TensorPeak() as tracker:
+            call(batch)
+        activations = tracker.peak
     return {
         "device": str(device),
         "batch1_p50_ms": round(statistics.median(times) * 1000, 3),
         "batch1_p95_ms": round(p95 * 1000, 3),
         "throughput_batch": n,
         "throughput_per_s": round(n * reps / elapsed, 2),
-        "peak_memory_bytes": peak,
-        "peak_memory_kind": "cuda_allocated" if device.type == "cuda" else "rss_growth",
+        "peak_memory_bytes": weights + activations,
+        "peak_memory_kind": "weights+cuda_allocator" if device.type == "cuda" else "weights+cpu_tensors",
+        "weights_memory_bytes": weights,
+        "activation_peak_bytes": activations,
         "threads": torch.get_num_threads(),
         "runs": runs,
     }
