@@ -185,6 +185,14 @@ def _param_count(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def _removed(before: list[int], after: list[int]) -> dict:
+    """Fraction of units removed, per layer and over all layers (rounding can keep more than asked)."""
+    return {
+        "per_layer": [round(1 - a / b, 6) for b, a in zip(before, after, strict=True)],
+        "overall": round(1 - sum(after) / sum(before), 6) if before else 0.0,
+    }
+
+
 @register(PruneStructuredConfig)
 class StructuredPrune(Stage):
     config: PruneStructuredConfig
@@ -225,13 +233,19 @@ class StructuredPrune(Stage):
                     block.keep_neurons(block.neuron_scores().topk(k).indices)
         ctx.progress(self.label, "pruning", step=len(blocks), total=len(blocks))
         _set_intermediate(model, blocks)
+        heads_after, neurons_after = [b.heads for b in blocks], [b.neurons for b in blocks]
+        params_after = _param_count(model)
         self.details = {
             "heads_before": heads_before,
-            "heads_after": [b.heads for b in blocks],
+            "heads_after": heads_after,
+            "heads_removed": _removed(heads_before, heads_after),
             "neurons_before": neurons_before,
-            "neurons_after": [b.neurons for b in blocks],
+            "neurons_after": neurons_after,
+            "neurons_removed": _removed(neurons_before, neurons_after),
             "parameters_before": params_before,
-            "parameters_after": _param_count(model),
+            "parameters_after": params_after,
+            # of the whole model, embeddings and heads included: what the file and memory actually lose
+            "parameter_reduction": round(1 - params_after / params_before, 6),
         }
         structure = {**candidate.structure, **structure_of(model)}
         return dataclasses.replace(candidate, model=model, structure=structure)
