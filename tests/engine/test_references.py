@@ -16,7 +16,7 @@ import torch
 from worker.engine.archive import ArchiveLimits, unpack_archive
 from worker.engine.errors import ModelReferenceError, UnsafeInputError
 from worker.engine.recipe import ArchiveRef, BundledRef, HubRef, LocalRef
-from worker.engine.references import check_model_dir, resolve
+from worker.engine.references import ResolvedModel, check_model_dir, resolve
 from worker.engine.tasks import get_task
 
 
@@ -52,9 +52,12 @@ def test_bundled_minilm_resolves(tmp_path):
 def test_hub_model_not_cached_offline_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    resolved = _resolve(HubRef(source="hf", id="nobody/nothing", revision="a" * 40), [], tmp_path)
+    # refused by the reference itself (the dry run), before any load is tried
+    with pytest.raises(ModelReferenceError, match=r"nobody/nothing@a{40} is not in the local Hugging Face cache"):
+        _resolve(HubRef(source="hf", id="nobody/nothing", revision="a" * 40), [], tmp_path)
+    # a load reached without the reference's check says the same
     with pytest.raises(ModelReferenceError, match="not in the local Hugging Face cache"):
-        get_task("feature-extraction").load(resolved)
+        get_task("feature-extraction").load(ResolvedModel("nobody/nothing", "a" * 40))
 
 
 class _Payload:
@@ -208,3 +211,41 @@ def test_hub_model_at_a_pinned_revision_loads_offline_from_the_cache(tiny_bert, 
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
     assert "layers 4" in out.stdout, out.stderr[-2000:]
     assert "refused:" in out.stdout and "not in the local Hugging Face cache" in out.stdout
+
+
+def test_hub_snapshot_with_a_code_running_pickle_is_refused_by_the_cli(tiny_bert, data, tmp_path):
+    """A cached hub snapshot gets the local directory's checks: exit 2 naming the unsafe pickle, not an
+    internal error from deep inside the load. In a fresh process, as above (HF_HUB_CACHE is read at import)."""
+    import subprocess
+    import sys
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--acme--evil" / "snapshots" / revision
+    shutil.copytree(tiny_bert, snapshot)
+    (snapshot / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"weight": _Payload(marker)}, snapshot / "pytorch_model.bin")
+    recipe = {"teacher": {"source": "hf", "id": "acme/evil", "revision": revision}, "task": "feature-extraction",
+              "data": {"train": str(data["train"])}, "stages": [{"kind": "distill"}]}
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    env = {"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+           "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "compress", "r.json", "--out", "out", "--root", "/"],
+                          cwd=tmp_path, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error [unsafe_input]: teacher: pytorch_model.bin is a pickle that would run code" in proc.stderr
+    assert "Traceback" not in proc.stderr and "internal error" not in proc.stderr
+    assert not marker.exists()
+
+
+def test_a_load_that_meets_a_code_running_pickle_says_unsafe_input(tiny_bert, tmp_path):
+    """Defence in depth: a load that bypassed the reference checks (transformers' own download of a hub
+    model, say) refuses the pickle through transformers' weights_only reader; that is unsafe input."""
+    model_dir = tmp_path / "evil"
+    shutil.copytree(tiny_bert, model_dir)
+    (model_dir / "model.safetensors").unlink()
+    marker = tmp_path / "pwned"
+    torch.save({"weight": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    with pytest.raises(UnsafeInputError, match="holds a pickle that would run code"):
+        get_task("feature-extraction").load(ResolvedModel(str(model_dir)))
+    assert not marker.exists()

@@ -14,10 +14,10 @@ import torch
 
 from .architecture import ModelInfo
 from .data import Dataset, load_dataset
-from .errors import DataError, EngineError, ModelReferenceError, RecipeError
+from .errors import DataError, EngineError, RecipeError
 from .multi_plan import StudentPlan, check_space, student_plans
 from .recipe import EvaluateConfig, QuantizeConfig, Recipe
-from .references import ResolvedModel, resolve
+from .references import ResolvedModel, read_config, resolve
 from .stages import Stage, StageEnv, build_stage
 from .tasks import get_task
 
@@ -52,22 +52,6 @@ def _load_data(path: str, base_dir: Path, roots: Sequence[Path], field: str) -> 
     except EngineError as exc:
         exc.field = exc.field or field
         raise
-
-
-def _model_info(resolved: ResolvedModel) -> ModelInfo:
-    from transformers import AutoConfig
-
-    kw = {"revision": resolved.revision, "trust_remote_code": False}
-    if resolved.local_dir is not None:
-        kw["local_files_only"] = True
-    try:
-        return ModelInfo.from_config(AutoConfig.from_pretrained(resolved.name_or_path, **kw))
-    except (OSError, ValueError, KeyError) as exc:
-        where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
-        msg = str(exc).splitlines()[0][:300]
-        if resolved.revision:
-            msg = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
-        raise ModelReferenceError(f"cannot read the config of {where}: {msg}", field="teacher") from None
 
 
 def _load_tasks(recipe: Recipe, task, base_dir: Path, roots: list[Path]) -> tuple[dict, dict]:
@@ -115,7 +99,7 @@ def make_plan(recipe: Recipe, *, base_dir: Path, roots: Sequence[Path], work_dir
     except EngineError as exc:
         exc.field = exc.field or "teacher"
         raise
-    info = _model_info(teacher)
+    info = ModelInfo.from_config(read_config(teacher, "teacher"))
     task.check_architectures(info.architectures)
     env = StageEnv(task=task, device=device, seed=recipe.seed, max_length=recipe.max_length, train=train,
                    eval=evals, work_dir=work_dir, base_dir=base_dir, roots=roots)

@@ -32,10 +32,18 @@ class ResolvedModel:
     name_or_path: str
     revision: str | None = None
     provenance: dict = field(default_factory=dict)
+    snapshot: Path | None = None  # a hub model's snapshot in the local cache, already checked
 
     @property
     def local_dir(self) -> Path | None:
         return None if self.revision else Path(self.name_or_path)
+
+    def files_dir(self) -> Path | None:
+        """Where the model's files lie: its directory, or the hub snapshot (found again after a load that
+        downloaded it); None while a hub model is not cached."""
+        if self.local_dir is not None:
+            return self.local_dir
+        return self.snapshot or hub_snapshot(self.name_or_path, self.revision)
 
 
 def default_roots() -> list[Path]:
@@ -77,6 +85,42 @@ def hash_dir(path: Path) -> dict[str, str]:
     }
 
 
+def hub_offline() -> bool:
+    # the variables huggingface_hub and transformers read, with the values they accept
+    return any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE") for v in ("HF_HUB_OFFLINE",
+                                                                                   "TRANSFORMERS_OFFLINE"))
+
+
+def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
+    """The snapshot directory of a hub model in the local cache, without touching the network."""
+    from transformers.utils import cached_file
+
+    try:
+        config = cached_file(repo_id, "config.json", revision=revision, local_files_only=True)
+    except OSError:
+        return None
+    return None if config is None else Path(config).parent
+
+
+def _has_weights(path: Path) -> bool:
+    return any(path.glob("*.safetensors")) or any((path / n).is_file() for n in _PICKLE_WEIGHTS)
+
+
+def _resolve_hub(ref: HubRef) -> ResolvedModel:
+    """A cached snapshot gets the same checks as a local directory (custom code, pickles) before
+    transformers reads it. Online, a model not yet cached is downloaded by the load itself, whose
+    pickle reader is the restricted one too (Task.load turns a refusal into UnsafeInputError)."""
+    provenance = {"source": "hf", "id": ref.id, "revision": ref.revision}
+    snapshot = hub_snapshot(ref.id, ref.revision)
+    if snapshot is not None and (_has_weights(snapshot) or hub_offline()):
+        check_model_dir(snapshot)
+        return ResolvedModel(ref.id, ref.revision, provenance, snapshot)
+    if hub_offline():
+        raise ModelReferenceError(f"{ref.id}@{ref.revision} is not in the local Hugging Face cache and the hub "
+                                  "cannot be reached (offline)")
+    return ResolvedModel(ref.id, ref.revision, provenance)
+
+
 def resolve(
     ref: ModelRef,
     *,
@@ -90,7 +134,7 @@ def resolve(
         path = bundled_model_dir(ref.name)
         return ResolvedModel(str(path), provenance={"source": "bundled", "name": ref.name})
     if isinstance(ref, HubRef):
-        return ResolvedModel(ref.id, ref.revision, {"source": "hf", "id": ref.id, "revision": ref.revision})
+        return _resolve_hub(ref)
     raw = Path(ref.path)
     path = raw if raw.is_absolute() else base_dir / raw
     real = check_under_roots(path, roots, "model path")
@@ -107,6 +151,31 @@ def resolve(
     return ResolvedModel(
         str(unpacked), provenance={"source": "archive", "path": str(real), "sha256": sha256_file(real)}
     )
+
+
+def unsafe_pickle_message(resolved: ResolvedModel, exc: Exception) -> str:
+    where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+    first = (str(exc).splitlines() or ["unsupported content"])[0][:200]
+    return f"{where} holds a pickle that would run code or load non-tensor objects; refused ({first})"
+
+
+def read_config(resolved: ResolvedModel, field: str):
+    """The model's transformers config, from config.json alone: what the dry run knows of a model."""
+    from transformers import AutoConfig
+
+    kw = {"revision": resolved.revision, "trust_remote_code": False}
+    if resolved.local_dir is not None or resolved.snapshot is not None:
+        kw["local_files_only"] = True
+    try:
+        return AutoConfig.from_pretrained(resolved.name_or_path, **kw)
+    except pickle.UnpicklingError as exc:  # defence in depth: a config never needs the unpickler
+        raise UnsafeInputError(unsafe_pickle_message(resolved, exc), field=field) from None
+    except (OSError, ValueError, KeyError) as exc:
+        where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+        msg = str(exc).splitlines()[0][:300]
+        if resolved.revision and resolved.snapshot is None:
+            msg = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
+        raise ModelReferenceError(f"cannot read the config of {where}: {msg}", field=field) from None
 
 
 def _refuse_custom_code(cfg_path: Path) -> None:

@@ -6,6 +6,7 @@ logits or token logits) and, on request, the hidden states.
 
 from __future__ import annotations
 
+import pickle
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
@@ -15,8 +16,8 @@ import torch
 from torch import nn
 
 from ..data import Dataset, DatasetKind
-from ..errors import ModelReferenceError, StageError
-from ..references import ResolvedModel
+from ..errors import ModelReferenceError, StageError, UnsafeInputError
+from ..references import ResolvedModel, unsafe_pickle_message
 
 
 @dataclass
@@ -113,13 +114,17 @@ class Task(ABC):
         from transformers import AutoTokenizer
 
         kw = {"revision": resolved.revision, "trust_remote_code": False}
-        if resolved.local_dir is not None:
-            kw["local_files_only"] = True
+        if resolved.local_dir is not None or resolved.snapshot is not None:
+            kw["local_files_only"] = True  # exactly the files the reference checks saw
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.name_or_path, **kw)
             model, info = self.auto_class().from_pretrained(
                 resolved.name_or_path, output_loading_info=True, dtype=dtype or torch.float32, **kw
             )
+        except pickle.UnpicklingError as exc:
+            # transformers reads pickles with weights_only=True: this is a checkpoint that would run code,
+            # reached without the reference checks (e.g. a hub model downloaded by this very load)
+            raise UnsafeInputError(unsafe_pickle_message(resolved, exc)) from None
         except (OSError, ValueError, KeyError) as exc:
             where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
             text = str(exc).splitlines()[0][:300]
