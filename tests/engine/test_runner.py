@@ -86,3 +86,42 @@ def test_quantize_must_be_last(tiny_bert, data, tmp_path):
     stages = [{"kind": "quantize", "method": "fp16"}, DISTILL]
     with pytest.raises(RecipeError, match="quantize must be the last"):
         run(_recipe(tiny_bert, data, stages), tmp_path / "out", roots=["/"])
+
+
+def test_an_artifact_that_fails_its_reload_check_stops_the_run_as_an_internal_failure(
+        tiny_bert, data, tmp_path, monkeypatch, capsys):
+    """A saved stage whose reload differs from the model in memory is a bug of ours: exit 1 with one clear
+    line (no traceback), report.json says the artifact failed verification, and nothing is kept as final."""
+    import yaml
+    from safetensors.torch import load_file, save_file
+
+    from app.cli import main
+    from worker.engine import runner
+
+    real = runner.save_candidate
+
+    def corrupting(candidate, out):
+        path = real(candidate, out)
+        if out.parent.name.startswith("00-"):  # the stage's candidate, not the teacher's scratch copy
+            state = load_file(path / "model.safetensors")
+            key = next(k for k in state if k.endswith("intermediate.dense.weight"))
+            state[key] = state[key] * -2  # one weight matrix flipped and scaled: a silently broken save
+            save_file(state, path / "model.safetensors", metadata={"format": "pt"})
+        return path
+
+    monkeypatch.setattr(runner, "save_candidate", corrupting)
+    recipe = {"teacher": {"source": "local", "path": str(tiny_bert)}, "task": "feature-extraction",
+              "data": {"train": str(data["train"]), "eval": {"text": str(data["eval_text"])}},
+              "stages": [{**DISTILL, "max_steps": 1}],
+              "evaluate": {"latency_runs": 2, "warmup_runs": 0, "throughput_batch": 2}}
+    (tmp_path / "r.yaml").write_text(yaml.safe_dump(recipe))
+    out = tmp_path / "out"
+    assert main(["compress", str(tmp_path / "r.yaml"), "--out", str(out), "--quiet", "--root", "/"]) == 1
+    err = capsys.readouterr().err
+    assert "internal error [artifact_failed]:" in err and "failed verification" in err and "max abs diff" in err
+    assert "Traceback" not in err
+    report = json.loads((out / "report.json").read_text())
+    assert report["status"] == "failed" and report["final"] == {"stage_index": None, "artifact": None}
+    assert report["error"]["code"] == "artifact_failed" and report["error"]["stage_index"] == 0
+    assert "failed verification" in report["error"]["message"]
+    assert not (out / "artifact").exists() and not (out / "stages" / "00-distill" / "stage.json").exists()

@@ -20,7 +20,7 @@ from pathlib import Path
 import torch
 
 from .candidate import Candidate
-from .errors import ArtifactError
+from .errors import ArtifactError, VerificationError
 from .tasks import get_task
 from .tasks.base import encode
 
@@ -136,7 +136,12 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu"):
 def verify_reload(candidate: Candidate, path: Path, texts: list[str], max_length: int) -> float:
     """Reload the saved artifact and compare its outputs with the in-memory model; return the max
     absolute difference, raising if they disagree (a broken artifact must never be reported as done)."""
-    model, _ = load_artifact(path, device=candidate.device)
+    try:
+        model, _ = load_artifact(path, device=candidate.device)
+    except (ArtifactError, RuntimeError, OSError, ValueError, KeyError) as exc:
+        text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
+        raise VerificationError(f"the artifact saved at {path} failed verification: it cannot be reloaded "
+                                f"({text})") from None
     task = candidate.task
     enc = encode(candidate.tokenizer, texts[:8] or ["hello world"], max_length)
     batch = enc.batch(list(range(len(enc)))).to(candidate.device)
@@ -146,7 +151,8 @@ def verify_reload(candidate: Candidate, path: Path, texts: list[str], max_length
     scale = float(expected.abs().max()) or 1.0
     dtype = next((p.dtype for p in candidate.model.parameters()), torch.float32)
     tol = 5e-2 if dtype in (torch.float16, torch.bfloat16) else 1e-3
-    if diff > tol * max(1.0, scale):
-        raise ArtifactError(f"the reloaded artifact at {path} differs from the model in memory "
-                            f"(max abs diff {diff:.3g})")
+    if not diff <= tol * max(1.0, scale):  # NaN counts as a difference
+        raise VerificationError(f"the artifact saved at {path} failed verification: reloaded, its outputs differ "
+                                f"from the model in memory (max abs diff {diff:.3g}, tolerance "
+                                f"{tol * max(1.0, scale):.3g})")
     return diff

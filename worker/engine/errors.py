@@ -10,6 +10,7 @@ class EngineError(Exception):
     """Base class: something the user can fix (bad recipe, bad data, unsafe input)."""
 
     code = "engine_error"
+    internal = False  # True: a failure of the engine itself (CLI exit 1), not input the user can fix
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
         super().__init__(message)
@@ -53,6 +54,12 @@ class StageError(EngineError):
 
 class ArtifactError(EngineError):
     code = "artifact_failed"
+
+
+class VerificationError(ArtifactError):
+    """A saved artifact that does not reload to the model in memory: a bug of ours, never reported as done."""
+
+    internal = True
 
 
 class Cancelled(EngineError):

@@ -18,7 +18,7 @@ import torch
 from .artifacts import load_artifact, save_candidate, verify_reload
 from .candidate import Candidate
 from .context import RunContext
-from .errors import Cancelled
+from .errors import Cancelled, VerificationError
 from .evaluate import Evaluator, check_gates
 from .manifest import build_manifest, library_versions, recipe_hash
 from .plan import Plan, make_plan
@@ -66,6 +66,15 @@ def _resume_row(stage_dir: Path, rhash: str, index: int) -> dict | None:
         return None
     row = json.loads(marker.read_text(encoding="utf-8"))
     return row if row.get("recipe_sha256") == rhash and row.get("index") == index else None
+
+
+def _write_failed(out_dir: Path, report: dict, started: float, stage, exc: VerificationError) -> None:
+    """The run stops: report.json says which stage's artifact failed verification (no artifact is kept
+    as final, and the stage gets no checkpoint marker, so a resume redoes it)."""
+    report.update({"status": "failed", "error": {**exc.to_dict(), "stage_index": stage.index},
+                   "final": {"stage_index": None, "artifact": None}, "shortfalls": [],
+                   "duration_s": round(time.time() - started, 3)})
+    _write_json(out_dir / "report.json", report)
 
 
 def load_candidate(artifact_dir: Path, plan: Plan) -> Candidate:
@@ -152,7 +161,11 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
                 else:
                     candidate = stage.run(candidate, plan.env, ctx)
                     cand_dir = save_candidate(candidate, stage_dir / "artifact")
-                    verified = verify_reload(candidate, cand_dir, _sample_texts(plan), recipe.max_length)
+                    try:
+                        verified = verify_reload(candidate, cand_dir, _sample_texts(plan), recipe.max_length)
+                    except VerificationError as exc:
+                        _write_failed(out_dir, report, started, stage, exc)
+                        raise
                     evaluation = evaluator.evaluate(candidate, label, cand_dir)
                 row = {
                     "index": stage.index, "kind": stage.config.kind, "recipe_sha256": rhash,
