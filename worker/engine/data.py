@@ -5,7 +5,9 @@
 - similarity:      {"text_a": ..., "text_b": ..., "score": ...}
 
 Every row is checked; a bad row is an error naming the file, the line and the problem. Nothing is
-silently dropped.
+silently dropped: a column outside the file's kind (a typo such as `lable`, or a `label` in a text set)
+is an error too, as is a row whose columns differ from the first row's. Each row keeps its line number,
+so that later checks (labels against the model's) name the line as well.
 """
 
 from __future__ import annotations
@@ -35,9 +37,16 @@ class Dataset:
     kind: DatasetKind
     rows: list[dict]
     sha256: str
+    lines: tuple[int, ...] = ()  # each row's line in the file (1-based; blank lines and a CSV header count)
 
     def __len__(self) -> int:
         return len(self.rows)
+
+    def where(self, i: int) -> str:
+        """Where row i came from, for messages: file:line, or the row's number in a set built in memory."""
+        if i < len(self.lines):
+            return f"{self.path.name}:{self.lines[i]}"
+        return f"{self.path.name}: row {i + 1}"
 
     def texts(self) -> list[str]:
         """Every text in the set, for distillation from unlabelled text (pairs give both sides)."""
@@ -52,19 +61,34 @@ class Dataset:
         return {"kind": self.kind, "columns": list(_COLUMNS[self.kind]), "rows": len(self.rows)}
 
 
-def _kind_of(keys: set[str]) -> DatasetKind | None:
+def _names(columns) -> str:
+    return ", ".join(repr(c) for c in columns)
+
+
+def _kind_of(row: object, where: str) -> DatasetKind:
+    """The kind the first row (or a CSV header) sets for the whole file; a column no kind has is refused."""
+    keys = set(row) if isinstance(row, dict) else set()
     for kind, cols in _COLUMNS.items():  # most specific first
         if set(cols) <= keys:
+            extra = sorted(keys - set(cols))
+            if extra:
+                raise DataError(f"{where}: unknown column{'s' if len(extra) > 1 else ''} {_names(extra)}; "
+                                f"a {kind} set has only {_names(cols)}")
             return kind
-    return None
+    raise DataError(f"{where}: cannot tell the kind of set; rows need text, text+label, or text_a+text_b+score"
+                    + (f" (found {_names(sorted(keys))})" if keys else ""))
 
 
-def _check_row(row: object, kind: DatasetKind, where: str) -> dict:
+def _check_row(row: object, kind: DatasetKind, where: str, first: str) -> dict:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with {', '.join(_COLUMNS[kind])}")
     missing = [c for c in _COLUMNS[kind] if c not in row]
     if missing:
         raise DataError(f"{where}: missing {', '.join(missing)} (this file is a {kind} set)")
+    extra = sorted(set(row) - set(_COLUMNS[kind]))
+    if extra:
+        raise DataError(f"{where}: unexpected column{'s' if len(extra) > 1 else ''} {_names(extra)}: {first} made "
+                        f"this file a {kind} set, whose rows have only {_names(_COLUMNS[kind])}")
     out: dict = {}
     for col in _COLUMNS[kind]:
         value = row[col]
@@ -94,15 +118,28 @@ def _jsonl_rows(path: Path):
 
 
 def _csv_rows(path: Path):
+    """(line a record starts on, its fields by column); the header is checked as the file's first row."""
     with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.DictReader(fh)
-        for row in reader:
-            lineno = reader.line_num
-            if None in row:
-                raise DataError(f"{path.name}:{lineno}: more fields than the header has")
-            if any(v is None for v in row.values()):
-                raise DataError(f"{path.name}:{lineno}: fewer fields than the header has")
-            parsed: dict = dict(row)
+        reader = csv.reader(fh)
+        header: list[str] | None = None
+        while True:
+            lineno = reader.line_num + 1  # a quoted field may span lines: name the record's first
+            fields = next(reader, None)
+            if fields is None:
+                return
+            if not fields:
+                continue  # a blank line
+            if header is None:
+                header = fields
+                dupes = sorted({c for c in header if header.count(c) > 1})
+                if dupes:
+                    raise DataError(f"{path.name}:{lineno}: column {_names(dupes)} appears twice in the header")
+                _kind_of(dict.fromkeys(header), f"{path.name}:{lineno} (the header)")
+                continue
+            if len(fields) != len(header):
+                more = "more" if len(fields) > len(header) else "fewer"
+                raise DataError(f"{path.name}:{lineno}: {more} fields than the header has")
+            parsed: dict = dict(zip(header, fields, strict=True))
             if "label" in parsed and parsed["label"].lstrip("-").isdigit():
                 parsed["label"] = int(parsed["label"])
             if "score" in parsed:
@@ -121,16 +158,17 @@ def load_dataset(path: str | Path) -> Dataset:
     if suffix not in (".jsonl", ".csv", ".json"):
         raise DataError(f"{path.name}: expected a .jsonl or .csv file")
     rows: list[dict] = []
+    lines: list[int] = []
     kind: DatasetKind | None = None
+    first = ""
     try:
         source = _csv_rows(path) if suffix == ".csv" else _jsonl_rows(path)
         for lineno, raw in source:
             where = f"{path.name}:{lineno}"
-            if kind is None and (not isinstance(raw, dict) or (kind := _kind_of(set(raw))) is None):
-                raise DataError(
-                    f"{where}: cannot tell the kind of set; rows need text, text+label, or text_a+text_b+score"
-                )
-            rows.append(_check_row(raw, kind, where))
+            if kind is None:
+                kind, first = _kind_of(raw, where), ("the header" if suffix == ".csv" else f"line {lineno}")
+            rows.append(_check_row(raw, kind, where, first))
+            lines.append(lineno)
             if len(rows) > MAX_ROWS:
                 raise DataError(f"{path.name}: more than {MAX_ROWS} rows")
     except UnicodeDecodeError as exc:
@@ -139,4 +177,4 @@ def load_dataset(path: str | Path) -> Dataset:
         raise DataError(f"{path.name}: malformed CSV ({exc})") from None
     if kind is None or not rows:
         raise DataError(f"{path.name}: the file has no rows")
-    return Dataset(path=path, kind=kind, rows=rows, sha256=sha256_file(path))
+    return Dataset(path=path, kind=kind, rows=rows, sha256=sha256_file(path), lines=tuple(lines))

@@ -64,6 +64,18 @@ def _load_tasks(recipe: Recipe, task, base_dir: Path, roots: list[Path]) -> tupl
     return trains, evals
 
 
+def _check_labels(recipe: Recipe, task, config, train: Dataset | None, trains: dict, evals: dict) -> None:
+    """Labels against the teacher's classes now, not when a stage or an evaluation first reads them: every
+    eval set's, and the training sets' when a distill stage trains on hard labels."""
+    sets = [(f"tasks.{n}.eval" if recipe.tasks else f"data.eval.{n}", ds) for n, ds in evals.items()]
+    if any(getattr(s, "hard_label_weight", 0) > 0 for s in recipe.stages):
+        sets += [(f"tasks.{n}.train", ds) for n, ds in trains.items()]
+        if train is not None and not trains:
+            sets.append(("data.train", train))
+    for field_name, ds in sets:
+        task.check_labels(config, ds, field_name)
+
+
 def _check_stages(plan: Plan, info: ModelInfo, record: bool) -> None:
     quantized_at: int | None = None
     train = plan.env.train
@@ -99,8 +111,10 @@ def make_plan(recipe: Recipe, *, base_dir: Path, roots: Sequence[Path], work_dir
     except EngineError as exc:
         exc.field = exc.field or "teacher"
         raise
-    info = ModelInfo.from_config(read_config(teacher, "teacher"))
+    config = read_config(teacher, "teacher")
+    info = ModelInfo.from_config(config)
     task.check_architectures(info.architectures)
+    _check_labels(recipe, task, config, train, trains, evals)
     env = StageEnv(task=task, device=device, seed=recipe.seed, max_length=recipe.max_length, train=train,
                    eval=evals, work_dir=work_dir, base_dir=base_dir, roots=roots)
     plan = Plan(recipe=recipe, teacher=teacher, info=info, env=env)

@@ -159,6 +159,10 @@ class Task(ABC):
     def labels_for(self, model: nn.Module, dataset: Dataset) -> list[int] | None:
         return None
 
+    def check_labels(self, config, dataset: Dataset, field: str) -> None:
+        """Dry-run check of a set's labels against the model's config; only tasks that read labels check."""
+        return None
+
     @abstractmethod
     def forward(self, model: nn.Module, batch: Batch, hidden: bool = False):
         """Return (primary, hidden_states or None)."""

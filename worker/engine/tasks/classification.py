@@ -31,21 +31,31 @@ class SequenceClassification(Task):
         return AutoModelForSequenceClassification
 
     def labels_for(self, model: nn.Module, dataset: Dataset) -> list[int] | None:
-        if dataset.kind != "classification":
-            return None
-        label2id = {str(k): int(v) for k, v in (model.config.label2id or {}).items()}
-        num = model.config.num_labels
+        return self.label_ids(model.config, dataset) if dataset.kind == "classification" else None
+
+    def check_labels(self, config, dataset: Dataset, field: str) -> None:
+        if dataset.kind == "classification":
+            try:
+                self.label_ids(config, dataset)
+            except DataError as exc:
+                raise DataError(exc.message, field=field) from None
+
+    @staticmethod
+    def label_ids(config, dataset: Dataset) -> list[int]:
+        """Each row's label as the model's class id: a name from its label2id, or an id below num_labels."""
+        label2id = {str(k): int(v) for k, v in (config.label2id or {}).items()}
+        num = config.num_labels
         out = []
-        for lineno, label in enumerate(dataset.labels(), 1):
+        for i, label in enumerate(dataset.labels()):
             if isinstance(label, str) and not label.lstrip("-").isdigit():
                 if label not in label2id:
-                    raise DataError(f"{dataset.path.name}: row {lineno}: label {label!r} is not one of the "
-                                    f"model's labels {sorted(label2id)}")
+                    raise DataError(f"{dataset.where(i)}: label {label!r} is not one of the model's labels "
+                                    f"{sorted(label2id)}")
                 out.append(label2id[label])
                 continue
             value = int(label)
             if not 0 <= value < num:
-                raise DataError(f"{dataset.path.name}: row {lineno}: label {value} is outside 0..{num - 1}")
+                raise DataError(f"{dataset.where(i)}: label {value} is outside the model's classes 0..{num - 1}")
             out.append(value)
         return out
 
