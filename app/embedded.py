@@ -67,6 +67,16 @@ def start_valkey(directory: Path):
     return server
 
 
+def declare_gpu_workers(base: Settings) -> None:
+    """The one worker takes both queues; on a host without CUDA a gpu job could only fail, so say there is no
+    GPU worker (submit then refuses `device: cuda`), unless DISTILLERY_GPU_WORKERS says otherwise."""
+    if "gpu_workers" in base.model_fields_set:
+        return
+    import torch  # the API imports it anyway; is_available() only counts devices, and the worker is exec'd, not forked
+
+    os.environ["DISTILLERY_GPU_WORKERS"] = "true" if torch.cuda.is_available() else "false"
+
+
 def _first_key(settings: Settings) -> str | None:
     """A key for the first start; None when a usable key exists already."""
     from sqlalchemy import select
@@ -104,6 +114,7 @@ class Embedded:
         if "redis_url" not in base.model_fields_set:  # an explicit REDIS_URL wins over the embedded broker
             self.valkey = start_valkey(data / "valkey")
             os.environ["REDIS_URL"] = f"redis://127.0.0.1:{self.valkey.port}/0"
+        declare_gpu_workers(base)
         get_settings.cache_clear()
         settings = self.settings = get_settings()  # every part of this process and its worker agree
 

@@ -37,6 +37,9 @@ class Settings(BaseSettings):
                                                                    "physical memory (the embedded default)")
     gpu_memory_gb: float | None = Field(None, gt=0, description="memory of one GPU of the gpu queue's workers; "
                                                                 "unset: not checked")
+    gpu_workers: bool = Field(True, description="whether a worker serves the gpu queue; `distillery serve` sets "
+                              "it false on a host without CUDA, and a `device: cuda` recipe is then refused at "
+                              "submit (422)")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
     store: Literal["local", "s3"] = Field("local", description="where uploads and job outputs live: data_dir "

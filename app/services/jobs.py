@@ -156,6 +156,10 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
         recipe = parse_recipe(build_recipe(session, settings, owner, body))
     except EngineError as exc:
         raise invalid(exc.field or "body", exc.message, exc.code) from None
+    if recipe.device == "cuda" and not settings.gpu_workers:
+        # `distillery serve` on a host without CUDA: the job would wait on a queue no worker takes
+        raise invalid("device", "no GPU worker serves this instance (this host has no CUDA); use device cpu",
+                      "no_gpu_worker")
     dry_run(settings, recipe)
     queue = "gpu" if recipe.device == "cuda" else "cpu"
     try:

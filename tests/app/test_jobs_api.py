@@ -10,6 +10,7 @@ import shutil
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 import redis
 from sqlalchemy import func, select, update
@@ -106,6 +107,41 @@ def test_submit_validates_stores_and_enqueues(client, settings, reg, model_dir):
     gpu = client.post("/v1/jobs", json=body(reg, device="cuda"))
     assert gpu.status_code == 201 and gpu.json()["queue"] == "gpu"
     assert queued_ids(settings, "gpu") == [gpu.json()["id"]] and queued_ids(settings) == [job["id"]]
+
+
+def test_a_cuda_recipe_is_refused_when_no_gpu_worker_serves(settings, api_key, reg):
+    from app.api.main import create_app
+
+    from .conftest import Server
+
+    with Server(create_app(settings.model_copy(update={"gpu_workers": False}))) as srv:
+        r = httpx.post(f"{srv.url}/v1/jobs", json=body(reg, device="cuda"),
+                       headers={"Authorization": f"Bearer {api_key}"}, timeout=60)
+        cpu = httpx.post(f"{srv.url}/v1/jobs", json=body(reg), headers={"Authorization": f"Bearer {api_key}"},
+                         timeout=60)
+    assert r.status_code == 422 and r.headers["content-type"].startswith("application/problem+json")
+    error = r.json()["errors"][0]
+    assert error["field"] == "device" and error["code"] == "no_gpu_worker"
+    assert "no GPU worker serves this instance" in error["message"]
+    assert cpu.status_code == 201  # the same recipe on the CPU runs
+    assert queued_ids(settings, "gpu") == [] and count_jobs(settings) == 1
+
+
+@pytest.mark.parametrize("cuda", [False, True])
+def test_serve_says_whether_a_gpu_worker_serves(monkeypatch, cuda):
+    import torch
+
+    from app.embedded import declare_gpu_workers
+    from app.settings import Settings
+
+    monkeypatch.setenv("DISTILLERY_GPU_WORKERS", "")  # recorded, so what the launcher writes is undone after
+    monkeypatch.delenv("DISTILLERY_GPU_WORKERS")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    declare_gpu_workers(Settings())
+    assert Settings().gpu_workers is cuda  # what the API and the worker then read
+    monkeypatch.setenv("DISTILLERY_GPU_WORKERS", "true")  # set by the operator: left alone
+    declare_gpu_workers(Settings())
+    assert Settings().gpu_workers is True
 
 
 BAD = [  # (what, body changes, field the 422 names)
@@ -244,6 +280,7 @@ def test_job_shows_progress_and_failure(client, settings):
         s.add(StageRun(job_id=job_id, index=0, kind="distill", status="passed", started_at=start,
                        finished_at=start + timedelta(seconds=90)))
     job = client.get(f"/v1/jobs/{job_id}").json()
+    assert job["current_stage"] == "0:distill"
     assert job["progress"] == {"stage": "0:distill", "step": 3, "total": 10, "loss": 0.5}
     assert job["failure"] == {"code": "invalid_data", "message": "bad row"}
     assert job["stages"][0]["duration_s"] == 90.0 and job["started_at"].startswith("2025-01-01T12:00:00")
