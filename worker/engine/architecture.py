@@ -89,6 +89,7 @@ class ModelInfo:
     intermediate_size: int | None
     vocab_size: int
     architectures: tuple[str, ...] = ()
+    num_labels: int | None = None  # the classes a classification head has (or would be made with)
 
     @classmethod
     def from_config(cls, config) -> ModelInfo:
@@ -103,4 +104,5 @@ class ModelInfo:
             intermediate_size=inter,
             vocab_size=config.vocab_size,
             architectures=tuple(getattr(config, "architectures", None) or ()),
+            num_labels=getattr(config, "num_labels", None),
         )

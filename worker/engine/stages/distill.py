@@ -21,8 +21,10 @@ from ..candidate import Candidate
 from ..context import RunContext
 from ..errors import StageError
 from ..recipe import DistillConfig
+from ..references import ResolvedModel
 from ..tasks.base import encode
 from .base import Stage, StageEnv, register
+from .distill_student import student_info
 from .distill_targets import compute_targets
 
 
@@ -55,6 +57,7 @@ def lr_factor(progress: float, warmup_ratio: float) -> float:
 class Distill(Stage):
     requires_train_data = True
     config: DistillConfig
+    student_model: ResolvedModel | None = None  # an explicit student, resolved and checked once
 
     def _student_layers(self, depth: int) -> list[int] | None:
         spec = self.config.student
@@ -84,22 +87,25 @@ class Distill(Stage):
             if env.task.name == "sequence-classification" and env.train.kind != "classification":
                 raise StageError("hard_label_weight needs a labelled data.train ({text, label} rows)",
                                  field=f"{self.field}.hard_label_weight")
-        layers = self._student_layers(info.num_layers)
-        depth = len(layers) if layers is not None else info.num_layers
+        if cfg.student.model is not None:
+            self.student_model, after = student_info(self, info, env)
+        else:
+            layers = self._student_layers(info.num_layers)
+            assert layers is not None
+            after = dataclasses.replace(info, num_layers=len(layers))
         if cfg.hidden_states and cfg.hidden_states.layer_map:
             for s, t in cfg.hidden_states.layer_map.items():
-                if not 0 <= s <= depth or not 0 <= t <= info.num_layers:
-                    raise StageError(f"layer_map {s}->{t} is out of range (student 0..{depth}, teacher "
+                if not 0 <= s <= after.num_layers or not 0 <= t <= info.num_layers:
+                    raise StageError(f"layer_map {s}->{t} is out of range (student 0..{after.num_layers}, teacher "
                                      f"0..{info.num_layers})", field=f"{self.field}.hidden_states.layer_map")
-        return dataclasses.replace(info, num_layers=depth)
+        return after  # later stages are checked against the student's shape
 
     def _make_student(self, candidate: Candidate, env: StageEnv) -> tuple[torch.nn.Module, list[int] | None]:
         spec = self.config.student
         if spec.model is not None:
-            from ..references import resolve
-
-            resolved = resolve(spec.model, roots=env.roots, base_dir=env.base_dir, work_dir=env.work_dir)
-            student, tokenizer = env.task.load(resolved)
+            # checked here too: a run may not have been planned with this very stage (students, resume)
+            self.student_model, _ = student_info(self, ModelInfo.from_config(candidate.model.config), env)
+            student, tokenizer = env.task.load(self.student_model, head_like=candidate.model.config)
             if tokenizer.get_vocab() != candidate.tokenizer.get_vocab():
                 raise StageError("the student's tokenizer differs from the teacher's; distillation matches "
                                  "outputs token by token and needs the same vocabulary",

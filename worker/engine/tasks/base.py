@@ -110,7 +110,11 @@ class Task(ABC):
     @abstractmethod
     def auto_class(self) -> type: ...
 
-    def load(self, resolved: ResolvedModel, dtype: torch.dtype | None = None) -> tuple[nn.Module, object]:
+    def load(self, resolved: ResolvedModel, dtype: torch.dtype | None = None, *,
+             head_like=None) -> tuple[nn.Module, object]:
+        """Load the model and tokenizer. `head_like` (a distillation student's teacher config): the checkpoint
+        may lack this task's head, which then starts untrained and shaped like the teacher's (distillation
+        trains it); the body must still be complete."""
         from transformers import AutoTokenizer
 
         kw = {"revision": resolved.revision, "trust_remote_code": False}
@@ -119,7 +123,8 @@ class Task(ABC):
         try:
             tokenizer = AutoTokenizer.from_pretrained(resolved.name_or_path, **kw)
             model, info = self.auto_class().from_pretrained(
-                resolved.name_or_path, output_loading_info=True, dtype=dtype or torch.float32, **kw
+                resolved.name_or_path, output_loading_info=True, dtype=dtype or torch.float32, **kw,
+                **(self.head_kwargs(head_like) if head_like is not None else {}),
             )
         except pickle.UnpicklingError as exc:
             # transformers reads pickles with weights_only=True: this is a checkpoint that would run code,
@@ -132,15 +137,23 @@ class Task(ABC):
                                       or "cache" in str(exc).lower()):
                 text = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
             raise ModelReferenceError(f"cannot load {where} for task {self.name}: {text}") from None
-        self.check_loaded(model, info)
+        self.check_loaded(model, info, fresh_head=head_like is not None)
         ensure_pad_token(tokenizer)
         model.eval()
         return model, tokenizer
 
-    def check_loaded(self, model: nn.Module, info: dict) -> None:
+    def head_kwargs(self, teacher_config) -> dict:
+        """from_pretrained overrides that shape a fresh head like the teacher's (classification: its classes)."""
+        return {}
+
+    def check_loaded(self, model: nn.Module, info: dict, fresh_head: bool = False) -> None:
         """Refuse a model whose weights were partly initialised at random (e.g. a task head the
-        checkpoint lacks): its outputs would be noise. The unused pooler of encoders is allowed."""
+        checkpoint lacks): its outputs would be noise. The unused pooler of encoders is allowed, and with
+        `fresh_head` (a student about to be trained) everything outside the base model."""
         missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
+        prefix = getattr(model, "base_model_prefix", "")
+        if fresh_head and prefix:
+            missing = [k for k in missing if k.startswith(prefix + ".")]
         if missing:
             raise ModelReferenceError(
                 f"the checkpoint has no weights for {', '.join(sorted(missing)[:3])}"

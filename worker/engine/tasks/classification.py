@@ -30,6 +30,9 @@ class SequenceClassification(Task):
 
         return AutoModelForSequenceClassification
 
+    def head_kwargs(self, teacher_config) -> dict:
+        return {"id2label": dict(teacher_config.id2label), "label2id": dict(teacher_config.label2id)}
+
     def labels_for(self, model: nn.Module, dataset: Dataset) -> list[int] | None:
         return self.label_ids(model.config, dataset) if dataset.kind == "classification" else None
 
