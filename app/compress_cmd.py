@@ -77,13 +77,14 @@ def cmd_compress(args: argparse.Namespace) -> int:
         cancel["flag"] = True
         print("\ncancelling at the next step (Ctrl-C again to abort)", file=sys.stderr)
 
-    signal.signal(signal.SIGINT, on_sigint)
+    previous = signal.signal(signal.SIGINT, on_sigint)
     printer = ProgressPrinter(quiet=args.quiet or args.json)
     ctx = RunContext(on_progress=printer, should_cancel=lambda: cancel["flag"])
     try:
         result = run(recipe, out, base_dir=base_dir, roots=roots, ctx=ctx, resume=args.resume)
     finally:
         printer.close()
+        signal.signal(signal.SIGINT, previous)  # called in process (tests, notebooks): Ctrl-C works again after
     if args.json:
         print(json.dumps(result.report, indent=2))
     else:
