@@ -23,6 +23,13 @@ TASKS = {
 }
 
 
+def assert_manifest_lists_every_file(files: dict[str, str], folder: Path) -> None:
+    """Every file under the folder, and nothing else, with its sha256."""
+    on_disk = {str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file()}
+    assert on_disk and set(files) == on_disk
+    assert all(sha256_file(folder / f) == h for f, h in files.items())
+
+
 def recipe_for(task: str, request, data, stages: list[dict], **extra) -> dict:
     model_fixture, train, evals = TASKS[task]
     return {
@@ -68,10 +75,16 @@ def test_every_task_distils_through_the_cli(task, request, data, write_recipe, t
 
     # The artifact loads with plain transformers and matches the manifest's hashes.
     manifest = json.loads((out / "manifest.json").read_text())
-    files = manifest["artifact"]["files"]
-    assert files and all(sha256_file(out / "artifact" / f) == h for f, h in files.items())
-    assert manifest["versions"]["torch"] == torch.__version__.split("+")[0] or manifest["versions"]["torch"]
+    assert_manifest_lists_every_file(manifest["artifact"]["files"], out / "artifact")
+    import transformers
+
+    assert manifest["seed"] == 0 and manifest["recipe"]["seed"] == 0
+    assert manifest["versions"]["torch"] == torch.__version__  # both carry the local tag (+cpu, +cu12x)
+    assert manifest["versions"]["transformers"] == transformers.__version__
     assert manifest["inputs"]["data"]["train"]["sha256"] == sha256_file(data[TASKS[task][1]])
+    teacher_dir = request.getfixturevalue(TASKS[task][0])
+    assert_manifest_lists_every_file(manifest["inputs"]["teacher"]["files"], teacher_dir)
+    assert manifest["inputs"]["students"] == {}  # students made from the teacher's layers
     from transformers import AutoModel, AutoModelForCausalLM, AutoModelForSequenceClassification
 
     cls = {"feature-extraction": AutoModel, "sequence-classification": AutoModelForSequenceClassification,
@@ -166,3 +179,26 @@ def test_bad_input_exits_non_zero_without_a_traceback(tiny_bert, data, tmp_path)
         assert "this must never run" not in proc.stdout
     proc = _run_cli("compress", "missing.yaml", "--out", "out", cwd=tmp_path)
     assert proc.returncode == 2 and "cannot read recipe" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_manifest_hashes_a_hub_teachers_snapshot(tiny_bert, data, tmp_path):
+    """A hub teacher is recorded with the sha256 of every file of the cached snapshot it was loaded from, not
+    only its id and revision. A fresh process, since huggingface_hub reads HF_HUB_CACHE once, at import."""
+    import shutil
+
+    revision = "0123456789abcdef0123456789abcdef01234567"
+    snapshot = tmp_path / "hub" / "models--acme--tiny-bert" / "snapshots" / revision
+    shutil.copytree(tiny_bert, snapshot)
+    recipe = {"teacher": {"source": "hf", "id": "acme/tiny-bert", "revision": revision},
+              "task": "feature-extraction", "data": {"train": str(data["train"])},
+              "stages": [{"kind": "distill", "student": {"num_layers": 1}, "max_steps": 1}],
+              "evaluate": {"latency_runs": 1, "warmup_runs": 0, "throughput_batch": 2}}
+    (tmp_path / "r.json").write_text(json.dumps(recipe))
+    proc = subprocess.run([sys.executable, "-m", "app.cli", "compress", "r.json", "--out", "out", "--quiet",
+                           "--root", "/"], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                          env={"PATH": "/usr/bin:/bin", "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub"),
+                               "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    teacher = json.loads((tmp_path / "out" / "manifest.json").read_text())["inputs"]["teacher"]
+    assert teacher["source"] == "hf" and teacher["id"] == "acme/tiny-bert" and teacher["revision"] == revision
+    assert_manifest_lists_every_file(teacher["files"], snapshot)

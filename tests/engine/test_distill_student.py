@@ -12,6 +12,7 @@ import yaml
 
 from app.cli import main
 from tests import fixtures
+from tests.engine.test_cli import assert_manifest_lists_every_file
 
 FAST = {"latency_runs": 2, "warmup_runs": 0, "throughput_batch": 2}
 
@@ -100,6 +101,12 @@ def test_a_two_layer_student_runs_through_distill_and_prune(tiny_bert, data, tmp
     assert pruned["neurons_before"] == [64, 64] and pruned["neurons_after"] == [32, 32]
     saved = json.loads((out / "artifact" / "config.json").read_text())
     assert saved["num_hidden_layers"] == 2 and saved["intermediate_size"] == 32
+    # the student is an input like the teacher: the manifest names it and hashes its files
+    manifest = json.loads((out / "manifest.json").read_text())
+    entry = manifest["inputs"]["students"]["stages.0"]
+    assert entry["source"] == "local" and entry["path"] == str(student.resolve())
+    assert_manifest_lists_every_file(entry["files"], student)
+    assert_manifest_lists_every_file(manifest["artifact"]["files"], out / "artifact")
 
 
 def test_a_student_without_a_classification_head_gets_a_fresh_one(tiny_bert_cls, data, tmp_path, capsys):

@@ -11,7 +11,8 @@ from importlib import metadata
 from pathlib import Path
 
 from .plan import Plan
-from .references import hash_dir
+from .references import ResolvedModel, hash_dir, resolve
+from .stages.distill import Distill
 
 
 def _version(dist: str) -> str | None:
@@ -34,10 +35,30 @@ def recipe_hash(plan: Plan) -> str:
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
+def model_entry(resolved: ResolvedModel) -> dict:
+    """Where a model came from and the sha256 of each of its files (a hub model's: its cached snapshot's;
+    an archive's: the archive's own hash, already in its provenance)."""
+    entry = dict(resolved.provenance)
+    where = None if entry.get("source") == "archive" else resolved.files_dir()
+    if where is not None:
+        entry["files"] = hash_dir(where)
+    return entry
+
+
+def _students(plan: Plan) -> dict[str, dict]:
+    """Explicit distillation students, by stage: resolved by the dry run or the run (or now, after a resume)."""
+    out = {}
+    for stage in plan.stages:
+        if isinstance(stage, Distill) and stage.config.student.model is not None:
+            env = plan.env
+            resolved = stage.student_model or resolve(stage.config.student.model, roots=env.roots,
+                                                      base_dir=env.base_dir, work_dir=env.work_dir)
+            out[stage.field] = model_entry(resolved)
+    return out
+
+
 def build_manifest(plan: Plan, status: str, artifact_dir: Path | None, out_dir: Path) -> dict:
-    teacher = dict(plan.teacher.provenance)
-    if plan.teacher.local_dir is not None and teacher.get("source") != "archive":
-        teacher["files"] = hash_dir(plan.teacher.local_dir)
+    teacher = model_entry(plan.teacher)
     data = {}
     if plan.env.train is not None and not plan.task_trains:
         data["train"] = {"path": str(plan.env.train.path), "sha256": plan.env.train.sha256,
@@ -56,7 +77,7 @@ def build_manifest(plan: Plan, status: str, artifact_dir: Path | None, out_dir: 
         "seed": plan.recipe.seed,
         "device": str(plan.env.device),
         "versions": library_versions(),
-        "inputs": {"teacher": teacher, "data": data},
+        "inputs": {"teacher": teacher, "students": _students(plan), "data": data},
         "artifact": None if artifact_dir is None else {
             "path": str(artifact_dir.relative_to(out_dir)),
             "files": hash_dir(artifact_dir),
