@@ -79,7 +79,8 @@ def test_every_task_distils_through_the_cli(task, request, data, write_recipe, t
     import transformers
 
     assert manifest["seed"] == 0 and manifest["recipe"]["seed"] == 0
-    assert manifest["versions"]["torch"] == torch.__version__  # both carry the local tag (+cpu, +cu12x)
+    # the distribution's version may lack the local tag (+cu124) that torch.__version__ carries
+    assert manifest["versions"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert manifest["versions"]["transformers"] == transformers.__version__
     assert manifest["inputs"]["data"]["train"]["sha256"] == sha256_file(data[TASKS[task][1]])
     teacher_dir = request.getfixturevalue(TASKS[task][0])
