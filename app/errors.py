@@ -61,7 +61,8 @@ class Unavailable(AppError):
 
 
 def problem(request: Request, status: int, code: str, title: str, detail: str, *, errors: list | None = None,
-            headers: dict | None = None) -> JSONResponse:
+            headers: dict | None = None, extra: dict | None = None) -> JSONResponse:
+    """The problem+json response; `extra` adds members of the problem type (RFC 9457 extensions)."""
     body = {
         "type": f"urn:distillery:problem:{code}",
         "title": title,
@@ -72,6 +73,7 @@ def problem(request: Request, status: int, code: str, title: str, detail: str, *
     }
     if errors:
         body["errors"] = errors
+    body.update(extra or {})
     return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
 
 
@@ -114,9 +116,42 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _internal(request: Request, exc: Exception):
+        # Only for errors raised in the outer middleware: InternalErrors answers everything else.
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return problem(request, 500, "internal_error", "Internal error",
-                       "an unexpected error occurred; quote the request id when reporting it")
+        return internal_error(request)
+
+
+def internal_error(request: Request) -> JSONResponse:
+    return problem(request, 500, "internal_error", "Internal error",
+                   "an unexpected error occurred; quote the request id when reporting it")
+
+
+class InternalErrors:
+    """The innermost middleware: an unhandled exception becomes the problem+json 500 here, so that the answer
+    passes out through the request-id and CORS middleware and carries their headers. (Starlette's
+    ServerErrorMiddleware, which runs an `Exception` handler, sits outside every middleware.)"""
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def tracking_send(message):
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            if started:  # failed mid-body: too late for another answer; the server drops the connection
+                raise
+            request = Request(scope)
+            log.exception("unhandled error on %s %s", request.method, request.url.path)
+            await internal_error(request)(scope, receive, send)
 
 
 def _allowed(request: Request) -> list[str]:

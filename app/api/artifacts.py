@@ -8,9 +8,8 @@ anything in memory.
 from __future__ import annotations
 
 import logging
-from typing import Annotated
 
-from fastapi import Query, Request
+from fastapi import Request
 from fastapi.responses import Response
 
 from ..errors import NotFound
@@ -18,10 +17,11 @@ from ..repositories import artifacts as repo
 from ..storage import StoreError
 from ..store import get_store
 from .deps import AppSettings, Db, Owner
-from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from .docs import ArtifactId, JobId, problems
+from .pagination import After, Limit, Page, decode_cursor, encode_cursor
 from .ranges import file_response
 from .routing import api_router
-from .schemas_assets import ArtifactOut, problems
+from .schemas_assets import ArtifactOut
 
 router = api_router(tags=["artifacts"])
 log = logging.getLogger("distillery.api")
@@ -36,9 +36,8 @@ def _out(row) -> ArtifactOut:
             description="The files a job produced (the compressed model as one archive, its report...), oldest "
                         "first, each with its download URL. Empty until the job has finished.",
             responses=problems(400, 401, 404, 422))
-def list_artifacts(job_id: str, owner: Owner, db: Db,
-                   after: Annotated[str | None, Query(description="the next_cursor of the previous page")] = None,
-                   limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> Page[ArtifactOut]:
+def list_artifacts(job_id: JobId, owner: Owner, db: Db, after: After = None,
+                   limit: Limit = 50) -> Page[ArtifactOut]:
     found = repo.list_job_artifacts(db, owner, job_id, decode_cursor(after), limit)
     if found is None:
         raise NotFound(f"no job {job_id}")
@@ -50,8 +49,8 @@ def list_artifacts(job_id: str, owner: Owner, db: Db,
 @router.get("/artifacts/{artifact_id}", response_model=ArtifactOut, summary="An artifact",
             description="One artifact's name, size, sha256 (the download's ETag) and download URL: what a client "
                         "needs to resume and verify a download without a HEAD request.",
-            responses=problems(401, 404))
-def get_artifact(artifact_id: str, owner: Owner, db: Db) -> ArtifactOut:
+            responses=problems(401, 404, 422))
+def get_artifact(artifact_id: ArtifactId, owner: Owner, db: Db) -> ArtifactOut:
     row = repo.get_artifact(db, owner, artifact_id)
     if row is None:
         raise NotFound(f"no artifact {artifact_id}")
@@ -81,11 +80,11 @@ with a short-lived presigned URL of the object store instead (HEAD still answers
     description=_DOWNLOAD_DESCRIPTION, response_class=Response,
     responses={
         200: {"description": "the whole content", "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}},
+            "schema": {"type": "string", "format": "binary"}, "example": "(the artifact's bytes, e.g. a tar archive)"}},
               "headers": {"ETag": {"schema": {"type": "string"}, "description": "\"<sha256>\""},
                           "Content-Disposition": {"schema": {"type": "string"}}}},
         206: {"description": "the requested byte range", "content": {"application/octet-stream": {
-            "schema": {"type": "string", "format": "binary"}}},
+            "schema": {"type": "string", "format": "binary"}, "example": "(bytes a..b of the artifact)"}},
               "headers": {"Content-Range": {"schema": {"type": "string"}, "description": "bytes a-b/size"}}},
         304: {"description": "If-None-Match matched the ETag"},
         307: {"description": "the S3 store presigns downloads: fetch the Location (it honours Range)",
@@ -93,7 +92,8 @@ with a short-lived presigned URL of the object store instead (HEAD still answers
         **problems(401, 404, 416, 422),
     },
 )
-def download_artifact(artifact_id: str, request: Request, owner: Owner, db: Db, settings: AppSettings) -> Response:
+def download_artifact(artifact_id: ArtifactId, request: Request, owner: Owner, db: Db,
+                      settings: AppSettings) -> Response:
     row = repo.get_artifact(db, owner, artifact_id)
     if row is None:
         raise NotFound(f"no artifact {artifact_id}")

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
 import anyio
-from fastapi import Query, Request, Response
+from fastapi import Request, Response
 
 from ..db.base import new_id
 from ..errors import NotFound, Unprocessable
@@ -14,9 +12,10 @@ from ..repositories import datasets as repo
 from ..storage import LocalStore
 from ..store import get_store
 from .deps import AppSettings, Db, Owner
-from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from .docs import DatasetId, problems
+from .pagination import After, Limit, Page, decode_cursor, encode_cursor
 from .routing import api_router
-from .schemas_assets import DatasetOut, problems
+from .schemas_assets import DatasetOut
 from .uploads import receive_upload
 
 router = api_router(tags=["datasets"])
@@ -32,7 +31,7 @@ _REQUEST_BODY = {
                                     "Streamed to disk, 413 past the upload limit."},
             "name": {"type": "string", "maxLength": 200, "description": "defaults to the file's name"},
         },
-    }}},
+    }, "example": {"file": "topics.jsonl (binary: one JSON object per line)", "name": "topics-eval"}}},
 }
 
 
@@ -89,9 +88,7 @@ async def create_dataset(request: Request, response: Response, owner: Owner, db:
 
 @router.get("/datasets", response_model=Page[DatasetOut], summary="List datasets, oldest first",
             responses=problems(400, 401, 422))
-def list_datasets(owner: Owner, db: Db,
-                  after: Annotated[str | None, Query(description="the next_cursor of the previous page")] = None,
-                  limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> Page[DatasetOut]:
+def list_datasets(owner: Owner, db: Db, after: After = None, limit: Limit = 50) -> Page[DatasetOut]:
     rows, more = repo.list_datasets(db, owner, decode_cursor(after), limit)
     return Page[DatasetOut](data=[DatasetOut.model_validate(r) for r in rows], has_more=more,
                             next_cursor=encode_cursor(rows[-1].id) if more else None)
@@ -99,7 +96,7 @@ def list_datasets(owner: Owner, db: Db,
 
 @router.get("/datasets/{dataset_id}", response_model=DatasetOut, summary="One dataset",
             responses=problems(401, 404, 422))
-def get_dataset(dataset_id: str, owner: Owner, db: Db) -> DatasetOut:
+def get_dataset(dataset_id: DatasetId, owner: Owner, db: Db) -> DatasetOut:
     row = repo.get_dataset(db, owner, dataset_id)
     if row is None:
         raise NotFound(f"no dataset {dataset_id}")

@@ -21,8 +21,9 @@ from ..errors import NotFound, Unprocessable
 from ..repositories import events as repo
 from ..repositories.jobs import TERMINAL
 from .deps import AppSettings, Db, Owner
+from .docs import JobId, problems
 from .routing import api_router
-from .schemas_jobs import EventOut, EventPage, problem_responses
+from .schemas_jobs import EventOut, EventPage
 
 router = api_router(tags=["jobs"])
 
@@ -91,13 +92,16 @@ async def _stream(url: str, owner: str, job_id: str, after: int) -> AsyncIterato
     "`: keep-alive` comment every 15 s; `event: end` with the job's final status once it has finished and every "
     "event is sent. Reconnect with `Last-Event-ID` (or `after`) to resume where the stream left off.",
     responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
-               **problem_responses(401, 404, 422)},
+               **problems(401, 404, 422)},
 )
-def job_events(job_id: str, owner: Owner, db: Db, settings: AppSettings,
-               after: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="a seq: events after it")] = 0,
-               limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-               accept: Annotated[str | None, Header()] = None,
-               last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
+def job_events(job_id: JobId, owner: Owner, db: Db, settings: AppSettings,
+               after: Annotated[int, Query(ge=0, le=MAX_CURSOR, description="a seq: events after it",
+                                           examples=[41])] = 0,
+               limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100,
+               accept: Annotated[str | None, Header(description="text/event-stream for a stream",
+                                                    examples=["text/event-stream"])] = None,
+               last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", examples=["41"],
+                                                           description="SSE: resume after this seq")] = None):
     if repo.job_status(db, owner, job_id) is None:
         raise NotFound(f"no job {job_id}")  # a plain problem+json, before any stream starts
     if accept and "text/event-stream" in accept.lower():

@@ -2,28 +2,72 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from fastapi import Request, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import text
 
+from .. import errors
 from ..db.base import get_engine
+from .docs import Problem, problem_example, problems
 from .metrics import REGISTRY, StateCollector
 from .routing import api_router
+from .schemas_assets import inline_schema
 
 router = api_router(tags=["health"])
 _state = StateCollector()
 REGISTRY.register(_state)
 
 
-@router.get("/healthz", summary="The process is up")
-def healthz() -> dict:
-    return {"status": "ok"}
+class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
+    status: Literal["ok"]
 
 
-@router.get("/readyz", summary="The database and the broker are reachable",
-            responses={503: {"description": "a dependency is down"}})
-def readyz(request: Request) -> JSONResponse:
+class Ready(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ready",
+                                                              "checks": {"database": "ok", "broker": "ok"}}]})
+    status: Literal["ready"]
+    checks: dict[str, str] = Field(description="each dependency: ok, or error: <the exception's class>")
+
+
+class NotReady(Problem):
+    """The problem+json of a 503 from /readyz: `checks` says which dependency is unreachable."""
+
+    checks: dict[str, str] = Field(description="each dependency: ok, or error: <the exception's class>")
+
+
+NOT_READY_EXAMPLE = problem_example(503, type="urn:distillery:problem:not_ready", title="Not ready",
+                                    detail="unreachable: broker (ConnectionError)", instance="/readyz",
+                                    checks={"database": "ok", "broker": "error: ConnectionError"})
+METRICS_EXAMPLE = """# HELP distillery_jobs Jobs by state
+# TYPE distillery_jobs gauge
+distillery_jobs{state="running"} 1.0
+distillery_jobs{state="succeeded"} 12.0
+# TYPE distillery_stage_duration_seconds histogram
+distillery_stage_duration_seconds_bucket{kind="distill",le="60.0"} 3.0
+distillery_stage_duration_seconds_bucket{kind="distill",le="+Inf"} 12.0
+distillery_stage_duration_seconds_count{kind="distill"} 12.0
+distillery_stage_duration_seconds_sum{kind="distill"} 2210.5
+# TYPE distillery_queue_depth gauge
+distillery_queue_depth{queue="gpu"} 2.0
+distillery_http_request_duration_seconds_count{method="GET",route="/v1/jobs/{job_id}",status="200"} 431.0
+"""
+
+
+@router.get("/healthz", summary="The process is up", response_model=Health)
+def healthz() -> Health:
+    return Health(status="ok")
+
+
+@router.get("/readyz", summary="The database and the broker are reachable", response_model=Ready,
+            responses={503: {"description": "a dependency is unreachable; `checks` says which",
+                             "content": {"application/problem+json": {"schema": inline_schema(NotReady),
+                                                                      "example": NOT_READY_EXAMPLE}}}})
+def readyz(request: Request) -> Response:
     import redis
 
     settings = request.app.state.settings
@@ -39,12 +83,18 @@ def readyz(request: Request) -> JSONResponse:
         checks["broker"] = "ok"
     except redis.RedisError as exc:
         checks["broker"] = f"error: {type(exc).__name__}"
-    ready = all(v == "ok" for v in checks.values())
-    return JSONResponse({"status": "ready" if ready else "not_ready", "checks": checks},
-                        status_code=200 if ready else 503)
+    down = [name for name, state in checks.items() if state != "ok"]
+    if not down:
+        return JSONResponse(Ready(status="ready", checks=checks).model_dump())
+    detail = "unreachable: " + ", ".join(f"{name} ({checks[name].removeprefix('error: ')})" for name in down)
+    return errors.problem(request, 503, "not_ready", "Not ready", detail, extra={"checks": checks})
 
 
-@router.get("/metrics", summary="Prometheus metrics", response_class=Response)
+@router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
+            description="Jobs by state, stage durations (a histogram per stage kind), queue depth and request "
+                        "latency by route template, in the Prometheus text format.",
+            responses={200: {"content": {"text/plain": {"schema": {"type": "string"}, "example": METRICS_EXAMPLE}}},
+                       **problems()})
 def metrics(request: Request) -> Response:
     _state.settings = request.app.state.settings  # read at scrape time, from this app's database
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

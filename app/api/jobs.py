@@ -11,29 +11,39 @@ from ..errors import Unprocessable
 from ..repositories import jobs as repo
 from ..services import jobs as service
 from .deps import AppSettings, Db, Owner
-from .pagination import MAX_LIMIT, decode_cursor, encode_cursor
+from .docs import JOB_ID, JobId, problem_example, problems
+from .pagination import After, Limit, decode_cursor, encode_cursor
 from .routing import api_router
-from .schemas_jobs import JobCreate, JobOut, JobPage, problem_responses
+from .schemas_jobs import PROBLEM_EXAMPLE, JobCreate, JobOut, JobPage
 
-router = api_router(tags=["jobs"])
+# A recipe is a few kilobytes (a search grid, a dozen tasks): far below this. The body is counted as it streams
+# in, and refused with 413 as soon as it passes the limit (at once when Content-Length says so).
+MAX_JOB_BYTES = 256 * 1024
+router = api_router(tags=["jobs"], max_body=MAX_JOB_BYTES)
+NOT_FINISHED = problem_example(409, type="urn:distillery:problem:job_not_finished",
+                               instance=f"/v1/jobs/{JOB_ID}/report",
+                               detail=f"job {JOB_ID} has not finished (running); the report is written at the end")
 
 
 @router.post(
     "/jobs", status_code=201, response_model=JobOut, summary="Submit a compression job",
     description="Validates the recipe with the stages' dry run (datasets and the model's config are read, no "
     "weights), then queues the job. With `Idempotency-Key`, the same key and body return the same job (200); "
-    "the same key with another body is a 422. A key lives 24 hours; after that it makes a new job.",
+    "the same key with another body is a 422. A key lives 24 hours; after that it makes a new job. A body over "
+    f"{MAX_JOB_BYTES // 1024} KiB is refused with 413.",
     responses={
         200: {"description": "an idempotent replay: the job the same key and body created before",
               "model": JobOut},
         201: {"description": "queued; `Location` is the job's URL",
               "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}}},
-        **problem_responses(401, 422),
+        **problems(401, 413, 422, examples={422: PROBLEM_EXAMPLE, 413: problem_example(
+            413, instance="/v1/jobs", detail=f"a job's body is limited to {MAX_JOB_BYTES} bytes")}),
     },
 )
 def submit_job(body: JobCreate, response: Response, owner: Owner, db: Db, settings: AppSettings,
                idempotency_key: Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=200,
-                                                             description="retry-safe key, live 24 hours")] = None,
+                                                             description="retry-safe key, live 24 hours",
+                                                             examples=["minilm-nightly-2025-11-29"])] = None,
                ) -> JobOut:
     job, created = service.submit(db, settings, owner, body, idempotency_key)
     response.status_code = 201 if created else 200
@@ -61,10 +71,8 @@ def _utc(value: datetime | None) -> datetime | None:
             description="Cursor pagination, newest first: pass `next_cursor` as `after` for older jobs. "
             "`status` may repeat or be a comma list. `created_after` is inclusive, `created_before` exclusive "
             "(ISO 8601; without an offset, UTC).",
-            responses=problem_responses(400, 401, 422))
-def list_jobs(owner: Owner, db: Db,
-              after: Annotated[str | None, Query(description="cursor from a previous page")] = None,
-              limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50,
+            responses=problems(400, 401, 422))
+def list_jobs(owner: Owner, db: Db, after: After = None, limit: Limit = 50,
               status: Annotated[list[str] | None, Query(description="e.g. status=queued,running",
                                                         examples=["running,queued"])] = None,
               created_after: Annotated[datetime | None, Query(examples=["2025-11-29T00:00:00Z"])] = None,
@@ -79,8 +87,8 @@ def list_jobs(owner: Owner, db: Db,
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, summary="A job: status, stages, progress, failure",
-            responses=problem_responses(401, 404, 422))
-def get_job(job_id: str, owner: Owner, db: Db) -> JobOut:
+            responses=problems(401, 404, 422))
+def get_job(job_id: JobId, owner: Owner, db: Db) -> JobOut:
     return JobOut.from_row(service.get_job(db, owner, job_id))
 
 
@@ -88,8 +96,8 @@ def get_job(job_id: str, owner: Owner, db: Db) -> JobOut:
              description="A queued job is cancelled at once and never starts. A running job becomes "
              "`cancelling` and stops at its next step, ending `cancelled`. Cancelling again is accepted. A job "
              "that has finished (succeeded, failed, cancelled) is a 409.",
-             responses=problem_responses(401, 404, 409, 422))
-def cancel_job(job_id: str, owner: Owner, db: Db) -> JobOut:
+             responses=problems(401, 404, 409, 422))
+def cancel_job(job_id: JobId, owner: Owner, db: Db) -> JobOut:
     return JobOut.from_row(service.cancel(db, owner, job_id))
 
 
@@ -102,6 +110,6 @@ def cancel_job(job_id: str, owner: Owner, db: Db) -> JobOut:
                             "stages": [{"index": 0, "kind": "distill", "status": "passed",
                                         "gate": {"passed": True, "shortfalls": []}}],
                             "final": {"stage_index": 0, "artifact": "artifact"}}}}},
-                       **problem_responses(401, 404, 409, 422)})
-def get_report(job_id: str, owner: Owner, db: Db) -> dict:
+                       **problems(401, 404, 409, 422, examples={409: NOT_FINISHED})})
+def get_report(job_id: JobId, owner: Owner, db: Db) -> dict:
     return service.report(db, owner, job_id)

@@ -6,11 +6,11 @@ import time
 import uuid
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from .. import errors
 from ..settings import Settings, get_settings
 from . import artifacts, dashboard, datasets, events, health, jobs, models, owner_events
+from .cors import EXPOSED, ProblemCORSMiddleware
 from .metrics import REQUEST_LATENCY
 
 
@@ -40,9 +40,19 @@ class RequestContext:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            route = scope.get("route")
-            path = getattr(route, "path", "unmatched")
-            REQUEST_LATENCY.labels(scope["method"], path, str(status["code"])).observe(time.perf_counter() - start)
+            REQUEST_LATENCY.labels(scope["method"], route_template(scope), str(status["code"])).observe(
+                time.perf_counter() - start)
+
+
+def route_template(scope) -> str:
+    """The matched route's full path template ("/v1/jobs/{job_id}"): a label of few values, whatever the ids.
+    A route of an included router knows only its path inside that router ("/jobs/{job_id}"), so create_app
+    records the prefix it included each route under."""
+    route = scope.get("route")
+    if route is None:
+        return "unmatched"
+    prefixes = getattr(scope["app"].state, "route_prefixes", {})
+    return prefixes.get(id(route), "") + getattr(route, "path", "")
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -54,14 +64,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         openapi_tags=[{"name": n} for n in ("models", "datasets", "jobs", "artifacts", "health")],
     )
     app.state.settings = settings
+    app.state.route_prefixes = {}
     errors.install(app)
     for module in (models, datasets, jobs, events, artifacts, owner_events):
         app.include_router(module.router, prefix="/v1")
+        app.state.route_prefixes.update({id(route): "/v1" for route in module.router.routes})
     app.include_router(health.router)
     dashboard.install(app)
+    # Added first, so innermost: the others wrap what it answers (the last added is the outermost).
+    app.add_middleware(errors.InternalErrors)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["*"], expose_headers=["ETag", "Location", "X-Request-ID",
-                                                                 "Content-Disposition", "Accept-Ranges"])
+        app.add_middleware(ProblemCORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["*"], expose_headers=EXPOSED)
     app.add_middleware(RequestContext)
     return app

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
 
 import anyio
-from fastapi import Query, Request, Response
+from fastapi import Request, Response
 from pydantic import ValidationError
 
 from worker.engine.recipe import drop_union_tags
@@ -27,9 +26,10 @@ from ..settings import Settings
 from ..storage import LocalStore
 from ..store import get_store, upload_dir
 from .deps import AppSettings, Db, Owner
-from .pagination import MAX_LIMIT, Page, decode_cursor, encode_cursor
+from .docs import ModelId, problems
+from .pagination import After, Limit, Page, decode_cursor, encode_cursor
 from .routing import api_router
-from .schemas_assets import BundledSource, HubSource, LocalSource, ModelCreate, ModelOut, inline_schema, problems
+from .schemas_assets import BundledSource, HubSource, LocalSource, ModelCreate, ModelOut, inline_schema
 from .uploads import media_type, receive_upload, unsupported_media_type
 
 router = api_router(tags=["models"])
@@ -54,6 +54,7 @@ _REQUEST_BODY = {
                 },
             },
             "encoding": {"archive": {"contentType": "application/gzip, application/x-tar, application/zip"}},
+            "example": {"archive": "minilm.tar.gz (binary: the model directory, archived)", "name": "minilm"},
         },
     },
 }
@@ -164,9 +165,7 @@ async def create_model(request: Request, response: Response, owner: Owner, db: D
 
 @router.get("/models", response_model=Page[ModelOut], summary="List models, oldest first",
             responses=problems(400, 401, 422))
-def list_models(owner: Owner, db: Db,
-                after: Annotated[str | None, Query(description="the next_cursor of the previous page")] = None,
-                limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 50) -> Page[ModelOut]:
+def list_models(owner: Owner, db: Db, after: After = None, limit: Limit = 50) -> Page[ModelOut]:
     rows, more = repo.list_models(db, owner, decode_cursor(after), limit)
     return Page[ModelOut](data=[ModelOut.model_validate(r) for r in rows], has_more=more,
                           next_cursor=encode_cursor(rows[-1].id) if more else None)
@@ -174,7 +173,7 @@ def list_models(owner: Owner, db: Db,
 
 @router.get("/models/{model_id}", response_model=ModelOut, summary="One model",
             responses=problems(401, 404, 422))
-def get_model(model_id: str, owner: Owner, db: Db) -> ModelOut:
+def get_model(model_id: ModelId, owner: Owner, db: Db) -> ModelOut:
     row = repo.get_model(db, owner, model_id)
     if row is None:
         raise NotFound(f"no model {model_id}")

@@ -24,9 +24,10 @@ from pydantic import BaseModel, ConfigDict, Field
 from ..db.base import session_scope
 from ..repositories import owner_events as repo
 from .deps import AppSettings, Db, Owner
+from .docs import JOB_ID, problems
 from .events import MAX_CURSOR, parse_last_event_id
 from .routing import api_router
-from .schemas_jobs import EventOut, problem_responses
+from .schemas_jobs import EVENT_EXAMPLE, EventOut
 
 router = api_router(tags=["jobs"])
 
@@ -36,12 +37,16 @@ BATCH = 500  # events read per query
 SETTLE_S = 10.0  # PostgreSQL: how long after a higher id was seen a lower one may still commit
 
 
+OWNER_EVENT_EXAMPLE = {"id": 9041, "job_id": JOB_ID, **EVENT_EXAMPLE}
+SSE_EXAMPLE = ('retry: 2000\n\nid: 9041\nevent: progress\ndata: {"id": 9041, "job_id": "' + JOB_ID + '", "seq": 42, '
+               '"time": "2025-11-29T10:01:00Z", "stage": "0:distill", "message": "training", "step": 120, '
+               '"total": 300, "loss": 0.042}\n\n: keep-alive\n\n')
+
+
 class OwnerEventOut(EventOut):
     """A job's event, with which job it belongs to and a cursor across all of the owner's jobs."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"id": 9041, "job_id": "job_01jh8z6k2v9qf3w7t0c5x4y1ab", "seq": 42, "time": "2025-11-29T10:01:00Z",
-         "stage": "0:distill", "message": "training", "step": 120, "total": 300, "loss": 0.042}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [OWNER_EVENT_EXAMPLE]})
     id: int = Field(description="unique across jobs, increasing: the SSE id and the page cursor")
     job_id: str
 
@@ -51,6 +56,8 @@ class OwnerEventOut(EventOut):
 
 
 class OwnerEventPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"data": [OWNER_EVENT_EXAMPLE], "has_more": False, "next_cursor": 9041}]})
     data: list[OwnerEventOut]
     has_more: bool
     next_cursor: int = Field(description="the id to pass as `after` next (`after` itself on an empty page)")
@@ -116,14 +123,17 @@ async def _stream(url: str, owner: str, after: int | None) -> AsyncIterator[str]
     "stream starts after `Last-Event-ID` or `after` when given, otherwise with the next event (history is in "
     "the pages). On PostgreSQL an event that commits late is still sent, after higher ids; `(job_id, seq)` "
     "identifies an event.",
-    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}}}},
-               **problem_responses(401, 422)},
+    responses={200: {"content": {"text/event-stream": {"schema": {"type": "string"}, "example": SSE_EXAMPLE}}},
+               **problems(401, 422)},
 )
 def owner_events(owner: Owner, db: Db, settings: AppSettings,
-                 after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="an event id")] = None,
-                 limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-                 accept: Annotated[str | None, Header()] = None,
-                 last_event_id: Annotated[str | None, Header(alias="Last-Event-ID")] = None):
+                 after: Annotated[int | None, Query(ge=0, le=MAX_CURSOR, description="an event id",
+                                                    examples=[9040])] = None,
+                 limit: Annotated[int, Query(ge=1, le=1000, examples=[100])] = 100,
+                 accept: Annotated[str | None, Header(description="text/event-stream for a stream",
+                                                      examples=["text/event-stream"])] = None,
+                 last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", examples=["9040"],
+                                                             description="SSE: resume after this id")] = None):
     if accept and "text/event-stream" in accept.lower():
         if last_event_id is not None:
             after = parse_last_event_id(last_event_id, "an event id")

@@ -6,6 +6,10 @@ closes only after serialisation, still holds its pooled connection. Under load (
 waiting for a thread to serialise hold every connection while every thread waits for a connection: the
 service stalls until the pool times out. Wrapping the endpoint in a coroutine that makes one hop for the
 body keeps serialisation on the event loop, so a connection holder never waits for a thread.
+
+A router may also cap its routes' bodies (`max_body`): the body is read here, counted chunk by chunk, before
+FastAPI parses it, so an oversized one is refused with a problem+json 413 without being read to the end.
+FastAPI's own `max_body_size` answers a declared oversized Content-Length with a plain-text 413 instead.
 """
 
 from __future__ import annotations
@@ -15,9 +19,11 @@ import inspect
 from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+
+from ..errors import PayloadTooLarge
 
 
 def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -28,13 +34,49 @@ def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
     return run
 
 
+async def read_capped(request: Request, limit: int) -> bytes:
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"the body ({declared} bytes) is larger than this endpoint's limit of {limit} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise PayloadTooLarge(f"the body is larger than this endpoint's limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+class _ReadRequest(Request):
+    """A request whose body has been read already; FastAPI's body() returns it (Starlette's own cache)."""
+
+    def __init__(self, request: Request, body: bytes) -> None:
+        super().__init__(request.scope, request.receive)  # receive still tells of a disconnect
+        self._body = body
+
+
 class OneHopRoute(APIRoute):
+    max_body: int | None = None  # bytes; set by api_router(max_body=...)
+
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         if not inspect.iscoroutinefunction(endpoint) and not inspect.isasyncgenfunction(endpoint):
             endpoint = _one_hop(endpoint)
         super().__init__(path, endpoint, **kwargs)
 
+    def get_route_handler(self) -> Callable[[Request], Any]:
+        handler = super().get_route_handler()
+        limit = self.max_body
+        if limit is None or self.body_field is None:
+            return handler
 
-def api_router(**kwargs: Any) -> APIRouter:
-    """The router every API module uses."""
-    return APIRouter(route_class=OneHopRoute, **kwargs)
+        async def capped(request: Request) -> Response:
+            # Raised here, before FastAPI's body parsing (which would turn any error into a 400).
+            return await handler(_ReadRequest(request, await read_capped(request, limit)))
+
+        return capped
+
+
+def api_router(*, max_body: int | None = None, **kwargs: Any) -> APIRouter:
+    """The router every API module uses; `max_body` caps the body of each of its routes that takes one."""
+    route_class = OneHopRoute if max_body is None else type("CappedRoute", (OneHopRoute,), {"max_body": max_body})
+    return APIRouter(route_class=route_class, **kwargs)

@@ -106,45 +106,6 @@ class ArtifactOut(BaseModel):
     created_at: UtcDatetime
 
 
-class FieldError(BaseModel):
-    field: str
-    message: str
-    code: str | None = None
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details, as every error from this API is sent (application/problem+json)."""
-
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "type": "urn:distillery:problem:not_found", "title": "Not found", "status": 404,
-        "detail": "no model mdl_01jh8z6k2v9qf3w7t0c5x4y1ab", "instance": "/v1/models/mdl_01jh8z6k2v9qf3w7t0c5x4y1ab",
-        "request_id": "5f0c1b7e9a2d4c3b8e6f1a0d2c4b6e8f"}]})
-    type: str
-    title: str
-    status: int
-    detail: str
-    instance: str
-    request_id: str | None
-    errors: list[FieldError] | None = None
-
-
-_PROBLEM_TEXT = {
-    400: "malformed request (for example a cursor this API did not issue)",
-    401: "missing or invalid API key",
-    404: "no such object for this API key's owner",
-    413: "the upload is larger than the configured limit",
-    415: "unsupported Content-Type",
-    416: "the Range cannot be satisfied; Content-Range gives the size",
-    422: "the request or the uploaded content is invalid; `errors` names the field",
-}
-
-_CODE = {400: "bad_request", 401: "unauthorized", 404: "not_found", 413: "payload_too_large", 415: "http_error",
-         416: "range_not_satisfiable", 422: "validation_error"}
-_TITLE = {400: "Bad request", 401: "Missing or invalid API key", 404: "Not found", 413: "Payload too large",
-          415: "send the body as multipart/form-data", 416: "Range not satisfiable",
-          422: "The request cannot be processed"}
-
-
 def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
     """The model's JSON schema with its $defs substituted in place, for use inside `openapi_extra` or
     `responses` content, where a local "#/$defs/..." reference would not resolve."""
@@ -164,13 +125,3 @@ def inline_schema(model: type[BaseModel]) -> dict[str, Any]:
         return node
 
     return resolve(schema)
-
-
-def problems(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` entries for the given error statuses, all application/problem+json."""
-    schema = inline_schema(Problem)
-    return {code: {"description": _PROBLEM_TEXT[code], "content": {"application/problem+json": {
-        "schema": schema,
-        "example": {"type": f"urn:distillery:problem:{_CODE[code]}", "title": _TITLE[code], "status": code,
-                    "detail": _PROBLEM_TEXT[code], "instance": "/v1/...", "request_id": "5f0c1b7e9a2d4c3b"},
-    }}} for code in codes}

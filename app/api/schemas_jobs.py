@@ -198,15 +198,19 @@ class JobOut(BaseModel):
 
 
 class JobPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"data": [JOB_OUT_EXAMPLE], "has_more": True, "next_cursor": "am9iXzAxamQ4eTBhMWIyYzNkNGU1ZjZnN2g4ajlr"}]})
     data: list[JobOut]
     has_more: bool
     next_cursor: str | None = Field(None, description="pass as `after` for the next (older) page")
 
 
+EVENT_EXAMPLE = {"seq": 42, "time": "2025-11-29T10:01:00Z", "stage": "0:distill", "message": "training",
+                 "step": 120, "total": 300, "loss": 0.042}
+
+
 class EventOut(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"seq": 42, "time": "2025-11-29T10:01:00Z", "stage": "0:distill", "message": "training", "step": 120,
-         "total": 300, "loss": 0.042}]})
+    model_config = ConfigDict(json_schema_extra={"examples": [EVENT_EXAMPLE]})
     seq: int = Field(description="1, 2, 3... per job; the SSE id and the page cursor")
     time: datetime
     stage: str
@@ -222,22 +226,12 @@ class EventOut(BaseModel):
 
 
 class EventPage(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"data": [EVENT_EXAMPLE], "has_more": False,
+                                                              "next_cursor": 42}]})
     data: list[EventOut]
     has_more: bool
     next_cursor: int = Field(description="the seq to pass as `after` next: the last seq on this page, or "
                                          "`after` itself when the page is empty (poll again later)")
-
-
-class Problem(BaseModel):
-    """RFC 9457 problem details (application/problem+json)."""
-
-    type: str = Field(examples=["urn:distillery:problem:validation_error"])
-    title: str
-    status: int
-    detail: str
-    instance: str
-    request_id: str | None = None
-    errors: list[dict[str, str]] | None = Field(None, description="per field: {field, message} (and a code)")
 
 
 PROBLEM_EXAMPLE = {
@@ -247,12 +241,3 @@ PROBLEM_EXAMPLE = {
     "errors": [{"field": "stages.0.student.layers", "message": "layer 7 does not exist: the model has 4 layers "
                 "(0..3)", "code": "stage_failed"}],
 }
-
-
-def problem_responses(*codes: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the problem+json answers a route can give (the schema inline: it has no refs)."""
-    what = {400: "bad cursor", 401: "missing or invalid API key", 404: "no such job for this API key",
-            409: "conflict with the job's state", 422: "the request cannot be processed; `errors` names fields"}
-    schema = Problem.model_json_schema()
-    return {c: {"description": what[c], "content": {"application/problem+json": {
-        "schema": schema, **({"example": PROBLEM_EXAMPLE} if c == 422 else {})}}} for c in codes}

@@ -70,7 +70,8 @@ def keep_layers(model: nn.Module, keep: list[int]) -> None:
 
 
 def evenly_spaced(total: int, count: int) -> list[int]:
-    """`count` layer indices spread over `total`, first and last always kept (as DistilBERT did)."""
+    """`count` layer indices spread over `total`, first and last always kept (as DistilBERT did); a
+    one-layer student keeps the last layer, whose output is what the teacher's heads and pooling read."""
     if count >= total:
         return list(range(total))
     if count == 1:
