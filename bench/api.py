@@ -1,14 +1,19 @@
 """API benchmarks, each against a baseline measured in the same run.
 
-1. Status polling: GET /v1/jobs/{id} (real key, real database) under concurrent load, against a bare
-   FastAPI endpoint returning the same JSON, both served by uvicorn the same way. Goal: the real
-   endpoint at least half the bare one's throughput.
-2. Submit to start: POST /v1/jobs until the worker has claimed the job (started_at), on an idle worker,
+1. Submit to start: POST /v1/jobs until the worker has claimed the job (started_at), on an idle worker,
    against the broker's own round trip (a Redis LPUSH/BRPOP) measured the same way. Goal: under 1 s.
+2. Status polling: GET /v1/jobs/{id} of the first of those jobs (submitted through the API, run by the
+   worker to success; real key, real database) under concurrent load, against a bare FastAPI endpoint
+   returning the same JSON. Both are served by uvicorn as `distillery api` serves (info logging with the
+   access log, proxy headers, keep-alive), their output in log files, and the access logs are checked.
+   Goal: the real endpoint at least half the bare one's throughput.
 3. Download memory: the API's RSS while it streams a 1 GB artifact, against its RSS before. Goal: flat,
    under 50 MB growth.
 
-    python bench/api.py [--seconds 10] [--clients 32] [--database postgres|sqlite]
+    python bench/api.py [--seconds 10] [--clients 32] [--database postgres|sqlite] [--quick]
+
+--quick runs every check briefly (1 s rounds, one round, 2 submissions, a 64 MB download): a smoke test of
+the benchmark itself in well under a minute, not figures to quote.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import statistics
 import sys
 import tempfile
@@ -33,7 +39,6 @@ from bench.api_support import (  # noqa: E402
     Service,
     bare_app_server,
     insert_artifact,
-    insert_job,
     new_key,
     pg_database,
     register_tiny_inputs,
@@ -69,19 +74,33 @@ async def _load(url: str, headers: dict, seconds: float, clients: int) -> dict:
             "p99_ms": 1000 * latencies[min(len(latencies) - 1, int(0.99 * len(latencies)))]}
 
 
-def polling(service: Service, seconds: float, clients: int, rounds: int = 3) -> dict:
+def _access_lines(log: Path, path: str) -> int:
+    """Requests answered 200 on `path`, as uvicorn's access log records them."""
+    return len(re.findall(rf'"GET {re.escape(path)} HTTP/1\.1" 200', log.read_text(errors="replace")))
+
+
+def polling(service: Service, job_id: str, seconds: float, clients: int, rounds: int, warm: float,
+            folder: Path) -> dict:
     """Alternate bare and real rounds, so load on the shared machine hits both alike; medians reported."""
-    job_id = insert_job(service.settings, service.owner)
     with httpx.Client(base_url=service.url, headers=service.headers) as c:
         body = c.get(f"/v1/jobs/{job_id}").json()
-    real_url = f"{service.url}/v1/jobs/{job_id}"
+    if body.get("status") != "succeeded":
+        raise SystemExit(f"error: the polled job {job_id} is {body.get('status')}, not succeeded: {body}")
+    real_path = f"/v1/jobs/{job_id}"
     results: dict[str, list[dict]] = {"bare": [], "real": []}
-    with bare_app_server(body) as bare_url:
-        asyncio.run(_load(f"{bare_url}/bare", {}, 2, clients))  # warm both the same way
-        asyncio.run(_load(real_url, service.headers, 2, clients))
+    with bare_app_server(body, folder) as (bare_url, bare_log):
+        warmup = [asyncio.run(_load(f"{bare_url}/bare", {}, warm, clients)),  # warm both the same way
+                  asyncio.run(_load(service.url + real_path, service.headers, warm, clients))]
         for _ in range(rounds):
             results["bare"].append(asyncio.run(_load(f"{bare_url}/bare", {}, seconds, clients)))
-            results["real"].append(asyncio.run(_load(real_url, service.headers, seconds, clients)))
+            results["real"].append(asyncio.run(_load(service.url + real_path, service.headers, seconds, clients)))
+        # Served alike: both logged every request they answered (the access log is part of the cost).
+        logged = {"bare": _access_lines(bare_log, "/bare"), "real": _access_lines(service.log, real_path)}
+    for kind, first in (("bare", warmup[0]), ("real", warmup[1])):
+        answered = sum(r["requests"] - r["errors"] for r in [first, *results[kind]])
+        if logged[kind] < answered:
+            raise SystemExit(f"error: the {kind} endpoint's access log has {logged[kind]} requests, not the "
+                             f"{answered} it answered: the two are not served the same way")
 
     def median(kind: str) -> dict:
         runs = results[kind]
@@ -89,16 +108,17 @@ def polling(service: Service, seconds: float, clients: int, rounds: int = 3) -> 
             "errors": sum(r["errors"] for r in runs), "requests": sum(r["requests"] for r in runs)}
 
     real, bare = median("real"), median("bare")
-    return {"real": real, "bare": bare, "ratio": real["rps"] / bare["rps"], "rounds": results}
+    return {"real": real, "bare": bare, "ratio": real["rps"] / bare["rps"], "access_log_lines": logged,
+            "rounds": results}
 
 
 def submit_to_start(service: Service, runs: int) -> dict:
     import redis
 
-
     model_id, ds = register_tiny_inputs(service)
     delays: list[float] = []
     answered: list[float] = []
+    job_ids: list[str] = []
     with httpx.Client(base_url=service.url, headers=service.headers, timeout=60) as c:
         body = {"teacher": {"model": model_id}, "task": "feature-extraction",
                 "data": {"train": ds, "eval": {"text": ds}},
@@ -111,6 +131,9 @@ def submit_to_start(service: Service, runs: int) -> dict:
             answered.append(time.time() - sent)
             while (got := c.get(f"/v1/jobs/{job['id']}").json())["status"] not in ("succeeded", "failed"):
                 time.sleep(0.05)
+            if got["status"] != "succeeded":
+                raise SystemExit(f"error: job {job['id']} failed: {got.get('failure')}")
+            job_ids.append(job["id"])
             started = datetime.fromisoformat(got["started_at"].replace("Z", "+00:00")).timestamp()
             delays.append(started - sent)
     client = redis.Redis.from_url(service.settings.redis_url)
@@ -120,7 +143,7 @@ def submit_to_start(service: Service, runs: int) -> dict:
         client.lpush("bench-rtt", b"x")
         client.brpop(["bench-rtt"], timeout=5)
         broker.append(time.perf_counter() - t0)
-    return {"submit_to_start_s": delays, "median_s": statistics.median(delays),
+    return {"job_ids": job_ids, "submit_to_start_s": delays, "median_s": statistics.median(delays),
             "post_response_s": statistics.median(answered),
             "broker_round_trip_ms": 1000 * statistics.median(broker)}
 
@@ -149,13 +172,18 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=32)
     parser.add_argument("--database", choices=["postgres", "sqlite"], default="postgres")
     parser.add_argument("--download-mb", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--runs", type=int, default=5, help="jobs submitted for the submit-to-start check")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating bare and real polling rounds")
+    parser.add_argument("--quick", action="store_true", help="every check, briefly (see above)")
     args = parser.parse_args()
+    warm = 2.0
+    if args.quick:
+        args.seconds, args.rounds, args.runs, args.download_mb, warm = 1, 1, 2, 64, 0.5
     with tempfile.TemporaryDirectory() as tmp, pg_database(args.database, Path(tmp)) as url, \
             Service(Path(tmp), url) as service:
         service.owner, service.headers = new_key(service.settings)
-        poll = polling(service, args.seconds, args.clients)
-        start = submit_to_start(service, args.runs)
+        start = submit_to_start(service, args.runs)  # first, on an idle worker
+        poll = polling(service, start["job_ids"][0], args.seconds, args.clients, args.rounds, warm, Path(tmp))
         down = download_memory(service, args.download_mb * 1024 * 1024)
     rows = [
         ("GET /v1/jobs/{id}: requests/s", f"{poll['real']['rps']:.0f}", f"{poll['bare']['rps']:.0f}",
@@ -169,14 +197,18 @@ def main() -> None:
          f"{down['rss_before_mb']:.0f} before", "", "< 50 MB"),
         ("download throughput (MB/s)", f"{down['throughput_mb_s']:.0f}", "", "", ""),
     ]
-    print(f"{args.clients} concurrent clients for {args.seconds:.0f} s; database {args.database}; "
-          f"{os.cpu_count()} CPUs; load generator in the same machine")
+    print(f"{args.clients} concurrent clients, {args.rounds} x {args.seconds:.0f} s rounds; database "
+          f"{args.database}; {os.cpu_count()} CPUs; load generator in the same machine"
+          + ("; --quick: not figures to quote" if args.quick else ""))
+    print(f"both served as `distillery api` is, access logs included ({poll['access_log_lines']['real']} real "
+          f"and {poll['access_log_lines']['bare']} bare requests logged)")
     print("| check | real | baseline | ratio | goal |\n|---|---:|---:|---:|---|")
     for row in rows:
         print("| " + " | ".join(row) + " |")
     out = ROOT / "bench" / "results"
     out.mkdir(parents=True, exist_ok=True)
-    (out / "api.json").write_text(json.dumps({"polling": poll, "submit": start, "download": down}, indent=2))
+    name = "api-quick.json" if args.quick else "api.json"  # a smoke run leaves the real figures alone
+    (out / name).write_text(json.dumps({"polling": poll, "submit": start, "download": down}, indent=2))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,5 @@
 """Processes and rows for bench/api.py: the API and a worker as real subprocesses, a bare FastAPI app
-served the same way, and rows inserted straight into the database."""
+served the same way, and a large artifact inserted straight into the database."""
 
 from __future__ import annotations
 
@@ -17,15 +17,28 @@ import httpx
 from app.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
-BARE_APP = """
-import json, os
+# How `distillery api` (app/cli.py, cmd_api) runs uvicorn: info logging with the access log, proxy headers
+# from loopback, a 75 s keep-alive. The bare endpoint gets the same, so that the comparison measures the
+# service's own work; tests/test_bench_api.py fails if cmd_api's options drift from these.
+SERVED_AS = {"proxy_headers": True, "forwarded_allow_ips": "127.0.0.1", "log_level": "info",
+             "timeout_keep_alive": 75}
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"  # cmd_api's root logging
+BARE_SERVER = """
+import json, logging, os, sys
+import uvicorn
 from fastapi import FastAPI
+
 app = FastAPI()
 BODY = json.loads(os.environ["BARE_BODY"])
+
 
 @app.get("/bare")
 def bare() -> dict:
     return BODY
+
+
+logging.basicConfig(level=logging.INFO, format=os.environ["BARE_LOG_FORMAT"])
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[1]), **json.loads(os.environ["BARE_SERVED_AS"]))
 """
 
 
@@ -79,14 +92,16 @@ class Service:
                     "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
         self.procs: list[subprocess.Popen] = []
         self.owner, self.headers = "", {}
+        self.log = tmp / "api.log"  # the API's output (its access log among it), as a deployment keeps it
 
     def __enter__(self) -> Service:
         import redis
 
         redis.Redis.from_url(self.settings.redis_url).flushdb()
         cli = [sys.executable, "-m", "app.cli"]
-        api = subprocess.Popen([*cli, "api", "--port", str(self.port)], env=self.env, cwd=ROOT,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(self.log, "wb") as log:
+            api = subprocess.Popen([*cli, "api", "--port", str(self.port)], env=self.env, cwd=ROOT, stdout=log,
+                                   stderr=subprocess.STDOUT)
         self.procs.append(api)
         wait_http(f"{self.url}/healthz")
         self.pid = api.pid
@@ -122,19 +137,22 @@ class Service:
 
 
 @contextlib.contextmanager
-def bare_app_server(body: dict) -> Iterator[str]:
+def bare_app_server(body: dict, folder: Path) -> Iterator[tuple[str, Path]]:
+    """A FastAPI app with one route returning `body`, under uvicorn as `distillery api` is (SERVED_AS), its
+    output in a log file as the API's is: (its URL, the log)."""
     import json
-    import tempfile
 
     port = free_port()
-    folder = Path(tempfile.mkdtemp())
-    (folder / "bare_app.py").write_text(BARE_APP)
-    proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "bare_app:app", "--port", str(port),
-                             "--log-level", "warning", "--no-access-log"], cwd=folder,
-                            env={**os.environ, "BARE_BODY": json.dumps(body)})
+    script, log_path = folder / "bare_server.py", folder / "bare.log"
+    script.write_text(BARE_SERVER)
+    env = {**os.environ, "BARE_BODY": json.dumps(body), "BARE_SERVED_AS": json.dumps(SERVED_AS),
+           "BARE_LOG_FORMAT": LOG_FORMAT}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=folder, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/bare")
-        yield f"http://127.0.0.1:{port}"
+        yield f"http://127.0.0.1:{port}", log_path
     finally:
         proc.terminate()
         proc.wait(20)
@@ -147,19 +165,6 @@ def new_key(settings: Settings) -> tuple[str, dict]:
     with session_scope(settings.sqlalchemy_url) as session:
         _, secret = create_key(session, "bench", "bench")
     return "bench", {"Authorization": f"Bearer {secret}"}
-
-
-def insert_job(settings: Settings, owner: str) -> str:
-    from app.db.base import new_id, session_scope
-    from app.db.models import Job, StageRun
-
-    job_id = new_id("job")
-    with session_scope(settings.sqlalchemy_url) as session:
-        session.add(Job(id=job_id, owner=owner, status="running", queue="cpu", request={"task": "feature-extraction"},
-                        recipe={}, current_stage="0:distill",
-                        progress={"stage": "0:distill", "step": 120, "total": 300, "loss": 0.04}))
-        session.add(StageRun(job_id=job_id, index=0, kind="distill", status="running"))
-    return job_id
 
 
 def insert_artifact(settings: Settings, owner: str, size: int) -> tuple[str, Path]:
