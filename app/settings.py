@@ -51,6 +51,16 @@ class Settings(BaseSettings):
     s3_presign: bool = Field(False, description="answer artifact downloads with a 307 to a presigned URL")
     s3_multipart_threshold: int = Field(64 * 1024**2, ge=1,
                                         description="files from this size up are uploaded in parts")
+    s3_part_size: int = Field(64 * 1024**2, ge=5 * 1024**2,
+                              description="the size of each part of a multipart upload (S3's minimum: 5 MiB)")
+    s3_public_endpoint_url: str | None = Field(None, description="the store's address as clients reach it, for "
+                                               "presigned URLs (the signature covers the host); unset: "
+                                               "s3_endpoint_url")
+    s3_presign_expiry_seconds: int = Field(3600, ge=1, le=7 * 24 * 3600,
+                                           description="how long a presigned download URL stays valid")
+    worker_cache_max_gb: float = Field(50, ge=0, description="store s3: a worker's cache of uploads (teachers, "
+                                       "datasets) under data_dir is cut back to this, least recently used "
+                                       "first, before each job; 0: no limit")
     retention_days: float = Field(30, gt=0, description="`distillery gc` removes uploads and job outputs older "
                                                        "than this that no live job needs")
 

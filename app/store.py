@@ -5,13 +5,12 @@ uploads/models/<id>/..., jobs/<id>/model.tar), so the default LocalStore is toda
 holds keys, never a machine's absolute paths. S3Store keeps the same keys in an S3-compatible bucket (AWS S3,
 MinIO, any endpoint URL), so that API and workers on different machines share nothing but the database, the
 broker and the bucket. Each machine keeps a local copy of what it uses under its own data_dir at the same
-relative path (see `materialise`): a worker's data_dir is a cache of the store.
+relative path (see `materialise`): a worker's data_dir is a cache of the store (bounded: worker/input_cache.py).
+The S3 implementation is in app/s3store.py.
 """
 
 from __future__ import annotations
 
-import os
-import secrets
 import threading
 from collections.abc import Iterator
 from datetime import datetime
@@ -19,10 +18,11 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Protocol
 
+from .s3store import S3Store, check_key
 from .settings import Settings
-from .storage import CHUNK, LocalStore, StoreError
+from .storage import LocalStore
 
-MIN_PART = 5 * 1024**2  # S3's smallest part (every part but the last)
+__all__ = ["S3Store", "Store", "check_key", "fetch_inputs", "get_store", "materialise", "store_inputs", "upload_dir"]
 
 
 class Store(Protocol):
@@ -35,96 +35,12 @@ class Store(Protocol):
     def presign(self, key: str, filename: str) -> str | None: ...  # None: the API streams it itself
 
 
-def check_key(key: str) -> str:
-    parts = key.split("/")
-    if not key or key.startswith("/") or ".." in parts or "" in parts[:-1]:
-        raise StoreError(f"{key!r} is not a relative key inside the store")
-    return key
-
-
-class S3Store:
-    """boto3 on any S3-compatible endpoint; large files go up in parts (upload_file with a TransferConfig)."""
-
-    def __init__(self, bucket: str, prefix: str = "", endpoint_url: str | None = None, presign: bool = False,
-                 multipart_threshold: int = 64 * 1024**2) -> None:
-        import boto3
-        from boto3.s3.transfer import TransferConfig
-        from botocore.config import Config
-
-        self.bucket, self.prefix, self.presign_urls = bucket, prefix, presign
-        # path-style addressing: MinIO and moto serve buckets under the path, not as a subdomain
-        config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
-        self.client = boto3.client("s3", endpoint_url=endpoint_url, config=config)
-        self.transfer = TransferConfig(multipart_threshold=multipart_threshold,
-                                       multipart_chunksize=max(multipart_threshold, MIN_PART))
-
-    def _key(self, key: str) -> str:
-        return self.prefix + check_key(key)
-
-    def put_file(self, local: Path, key: str) -> None:
-        # An object appears whole or not at all (a multipart upload is invisible until completed).
-        self.client.upload_file(str(local), self.bucket, self._key(key), Config=self.transfer)
-
-    def get_file(self, key: str, local: Path) -> Path:
-        local.parent.mkdir(parents=True, exist_ok=True)
-        tmp = local.with_name(f".{local.name}.{secrets.token_hex(6)}.part")
-        try:
-            self.client.download_file(self.bucket, self._key(key), str(tmp), Config=self.transfer)
-            os.replace(tmp, local)  # readers of the cache never see half a file
-        except Exception as exc:
-            tmp.unlink(missing_ok=True)
-            if _not_found(exc):
-                raise FileNotFoundError(key) from None
-            raise
-        return local
-
-    def size(self, key: str) -> int | None:
-        try:
-            return int(self.client.head_object(Bucket=self.bucket, Key=self._key(key))["ContentLength"])
-        except Exception as exc:
-            if _not_found(exc):
-                return None
-            raise
-
-    def open_range(self, key: str, start: int, end: int) -> Iterator[bytes]:
-        if end <= start:
-            return
-        body = self.client.get_object(Bucket=self.bucket, Key=self._key(key), Range=f"bytes={start}-{end - 1}")["Body"]
-        try:
-            yield from body.iter_chunks(CHUNK)
-        finally:
-            body.close()
-
-    def delete(self, key: str) -> None:
-        self.client.delete_object(Bucket=self.bucket, Key=self._key(key))
-
-    def list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]:
-        pages = self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self.prefix + prefix)
-        for page in pages:
-            for obj in page.get("Contents", []):
-                yield obj["Key"][len(self.prefix):], int(obj["Size"]), obj["LastModified"]
-
-    def presign(self, key: str, filename: str) -> str | None:
-        if not self.presign_urls:
-            return None
-        from .api.ranges import content_disposition
-
-        params = {"Bucket": self.bucket, "Key": self._key(key),
-                  "ResponseContentDisposition": content_disposition(filename)}
-        return self.client.generate_presigned_url("get_object", Params=params, ExpiresIn=3600)
-
-
-def _not_found(exc: Exception) -> bool:
-    code = str(getattr(exc, "response", {}).get("Error", {}).get("Code", ""))
-    return code in ("404", "NoSuchKey", "NotFound")
-
-
 _LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=16)
-def _s3_store(bucket: str, prefix: str, endpoint_url: str | None, presign: bool, threshold: int) -> S3Store:
-    return S3Store(bucket, prefix, endpoint_url, presign, threshold)
+def _s3_store(*args) -> S3Store:
+    return S3Store(*args)
 
 
 def get_store(settings: Settings) -> Store:
@@ -133,7 +49,8 @@ def get_store(settings: Settings) -> Store:
         # safe to make clients from in several threads at once. A client itself is thread-safe.
         with _LOCK:
             return _s3_store(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_presign,
-                             settings.s3_multipart_threshold)
+                             settings.s3_multipart_threshold, settings.s3_part_size,
+                             settings.s3_public_endpoint_url, settings.s3_presign_expiry_seconds)
     return LocalStore(settings.data_dir)
 
 
@@ -147,7 +64,9 @@ def upload_dir(store: Store, local: Path, prefix: str) -> None:
 def materialise(store: Store, data_dir: Path, key: str, *, is_dir: bool = False) -> Path:
     """The local copy of a store key (a file, or a directory prefix) at data_dir/key, fetched if missing.
 
-    Uploads are immutable (their keys carry their id), so a copy of the right size is reused across jobs."""
+    Uploads are immutable (their keys carry their id), so a copy of the right size is reused across jobs. Keys
+    that a later attempt rewrites (a job's checkpoints) go through worker/checkpoints.py's fetch instead, which
+    compares each checkpoint's marker, not sizes."""
     if isinstance(store, LocalStore):
         return store.path(key)  # the store is this directory: nothing to fetch
     local = data_dir / check_key(key)
@@ -169,7 +88,8 @@ def materialise(store: Store, data_dir: Path, key: str, *, is_dir: bool = False)
 
 def store_inputs(recipe: dict) -> list[tuple[str, bool]]:
     """The store keys a job's recipe reads, as (key, is_dir): its relative paths. Absolute paths are files on
-    every worker's own disk (registered model roots), and hub or bundled teachers need no store."""
+    every worker's own disk (a teacher registered by path with the local store: with S3 its registration copies
+    it into the store), and hub or bundled teachers need no store."""
     data = recipe.get("data") or {}
     tasks = [p for spec in (recipe.get("tasks") or {}).values() for p in (spec.get("train"), spec.get("eval"))]
     keys = [(p, False) for p in [data.get("train"), *(data.get("eval") or {}).values(), *tasks]

@@ -73,7 +73,7 @@ def test_materialise_files_and_directories(store, tmp_path):
 def test_multipart_upload_of_a_large_file(s3_endpoint, tmp_path):
     bucket = new_bucket(s3_endpoint)
     settings = Settings(data_dir=tmp_path, store="s3", s3_bucket=bucket, s3_endpoint_url=s3_endpoint,
-                        s3_multipart_threshold=5 * MB)
+                        s3_multipart_threshold=5 * MB, s3_part_size=8 * MB)
     store = get_store(settings)
     size = 24 * MB + 123
     src = tmp_path / "big.bin"
@@ -83,7 +83,8 @@ def test_multipart_upload_of_a_large_file(s3_endpoint, tmp_path):
     up = time.perf_counter() - t0
     head = boto3.client("s3", endpoint_url=s3_endpoint).head_object(Bucket=bucket, Key="jobs/job_big/model.tar")
     assert head["ContentLength"] == size
-    assert head["ETag"].strip('"').endswith("-5"), head["ETag"]  # made by a multipart upload of 5 parts
+    # a multipart upload (past the 5 MiB threshold) of 8 MiB parts, its own setting: 4 parts
+    assert head["ETag"].strip('"').endswith("-4"), head["ETag"]
     t0 = time.perf_counter()
     digest = hashlib.sha256()
     for chunk in store.open_range("jobs/job_big/model.tar", 0, size):
@@ -107,3 +108,34 @@ def test_presigned_url_works_with_a_plain_get(s3_endpoint, tmp_path):
     assert r.status_code == 206 and r.content == b'"ok"'
     assert S3Store(store.bucket, endpoint_url=s3_endpoint).presign("jobs/job_1/report.json", "x") is None
     assert LocalStore(Path(tmp_path)).presign("x", "x") is None
+
+
+def _expires_in(url: str) -> float:
+    """Seconds until a presigned URL lapses (query signing: Expires is a Unix time; SigV4: X-Amz-Expires)."""
+    from urllib.parse import parse_qs, urlsplit
+
+    query = parse_qs(urlsplit(url).query)
+    if "X-Amz-Expires" in query:
+        return float(query["X-Amz-Expires"][0])
+    return float(query["Expires"][0]) - time.time()
+
+
+def test_presigned_urls_use_the_public_endpoint_and_the_expiry_setting(s3_endpoint, tmp_path):
+    bucket = new_bucket(s3_endpoint)
+    # inside compose the service talks to http://minio:9000; clients reach the store at another address
+    public = s3_endpoint.replace("127.0.0.1", "localhost")
+    settings = Settings(data_dir=tmp_path, store="s3", s3_bucket=bucket, s3_endpoint_url=s3_endpoint,
+                        s3_presign=True, s3_public_endpoint_url=public, s3_presign_expiry_seconds=120)
+    store = get_store(settings)
+    (tmp_path / "r.json").write_bytes(b'{"ok": true}')
+    store.put_file(tmp_path / "r.json", "jobs/job_1/report.json")  # through the internal endpoint
+    url = store.presign("jobs/job_1/report.json", "report.json")
+    assert url.startswith(f"{public}/{bucket}/jobs/job_1/report.json?"), url
+    assert 100 < _expires_in(url) <= 121
+    r = httpx.get(url)  # signed for the host the client uses, so the server accepts it
+    assert r.status_code == 200 and r.content == b'{"ok": true}'
+    # unset, the URL is signed for the endpoint the service uses, for an hour
+    plain = get_store(settings.model_copy(update={"s3_public_endpoint_url": None,
+                                                  "s3_presign_expiry_seconds": 3600}))
+    url = plain.presign("jobs/job_1/report.json", "report.json")
+    assert url.startswith(f"{s3_endpoint}/") and 3500 < _expires_in(url) <= 3601
