@@ -95,6 +95,17 @@ def cmd_worker(args: argparse.Namespace) -> int:
     if gpus and queue != "gpu":
         print("error: --gpus goes with --queue gpu", file=sys.stderr)
         return EXIT_BAD_INPUT
+    if queue == "gpu" and not gpus:
+        # A gpu worker without a GPU would take jobs it cannot run: find the GPUs (nvidia-smi, in a
+        # subprocess, so that this process never initialises CUDA) or refuse to start.
+        from worker.supervisor import detect_gpus
+
+        gpus, how = detect_gpus()
+        if not gpus:
+            print(f"error: --queue gpu, but no GPU was found ({how}); name them with --gpus 0,1,... or run "
+                  "--queue cpu", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        print(f"distillery worker: GPUs {','.join(gpus)} found ({how})", file=sys.stderr)
     migrate(_service_settings(args).sqlalchemy_url)
     return run_workers(queue, gpus, args.concurrency, args.loglevel)
 
@@ -135,12 +146,14 @@ def cmd_gc(args: argparse.Namespace) -> int:
     removed = run_gc(settings, older_than_days=args.older_than_days, dry_run=args.dry_run)
     verb = "would remove" if args.dry_run else "removed"
     for kind, items in (("artifact", removed.artifacts), ("dataset", removed.datasets), ("model", removed.models),
-                        ("object", removed.objects), ("partial upload", removed.staging)):
+                        ("object", removed.objects), ("partial upload", removed.staging),
+                        ("multipart upload", removed.multipart)):
         for item in items:
             print(f"{verb} {kind} {item}")
     print(f"{verb} {len(removed.artifacts)} artifacts, {len(removed.datasets)} datasets, {len(removed.models)} "
           f"models, {len(removed.objects)} store objects, {len(removed.staging)} partial uploads, "
-          f"{removed.idempotency_keys} expired idempotency keys", file=sys.stderr)
+          f"{len(removed.multipart)} multipart uploads, {removed.idempotency_keys} expired idempotency keys",
+          file=sys.stderr)
     return EXIT_OK
 
 
@@ -178,7 +191,8 @@ def _add_service_commands(sub) -> None:
     p.add_argument("--queue", choices=["cpu", "gpu"], help="the queue to take jobs from (default cpu, or gpu "
                                                            "with --gpus)")
     p.add_argument("--gpus", help="comma-separated GPU indices: one worker process per GPU, each seeing only "
-                                  "its own (CUDA_VISIBLE_DEVICES)")
+                                  "its own (CUDA_VISIBLE_DEVICES); with --queue gpu and no --gpus, those that "
+                                  "CUDA_VISIBLE_DEVICES names or nvidia-smi -L lists, and none is an error")
     p.add_argument("--concurrency", type=int, default=1, help="worker processes when --gpus is not given")
     p.add_argument("--loglevel", default="INFO")
     p.set_defaults(func=cmd_worker)

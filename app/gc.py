@@ -4,9 +4,17 @@
   stage checkpoints), plus that directory on this machine; the job row and its report stay, as history;
 - uploaded datasets and models (rows, store objects, this machine's copies) that no live job needs.
 
-A job is live while queued, running or cancelling: whatever its request names (dataset and model ids) or its
-recipe reads (store keys) is kept, whatever its age. Rows go first, in one transaction, and store objects
-after: a crash in between leaves only unreferenced objects, which the next run's sweep of the store removes.
+A job is live while queued, running or cancelling: whatever its request names (dataset and model ids, each
+task's too) or its recipe reads (store keys) is kept, whatever its age. Rows go first, in one transaction, and
+store objects after: a crash in between leaves only unreferenced objects, which the next run's sweep of the
+store removes. With the S3 store, multipart uploads left open by a process killed mid-upload are aborted too.
+
+A submission races gc: it reads its datasets and model, dry-runs for seconds, then commits. So gc locks the
+candidate rows first (FOR UPDATE SKIP LOCKED on PostgreSQL: a row a submission holds FOR SHARE is skipped,
+this run) and reads the live jobs only then, and the submission re-reads its rows FOR SHARE before committing
+(app/services/jobs.py): a job either is seen here or finds its input gone (409). SQLite has no row locks but
+serialises writers: gc's transaction starts with a write (the idempotency-key purge), taking the write lock
+before it decides anything, and a submission re-reads its rows after its own first write.
 """
 
 from __future__ import annotations
@@ -23,7 +31,7 @@ from .db.base import session_scope, utcnow
 from .db.models import Artifact, DatasetRecord, Job, ModelRecord
 from .repositories.jobs import purge_idempotency_keys
 from .settings import Settings
-from .store import get_store, store_inputs
+from .store import S3Store, get_store, store_inputs
 
 LIVE = ("queued", "running", "cancelling")
 # No upload takes a day: a staging directory untouched that long belongs to an API process that died mid-upload.
@@ -38,6 +46,7 @@ class Removed:
     models: list[str] = field(default_factory=list)  # ids
     objects: list[str] = field(default_factory=list)  # store keys of removed uploads and orphans
     staging: list[str] = field(default_factory=list)  # stale partial uploads (an API died mid-upload)
+    multipart: list[str] = field(default_factory=list)  # keys of stale multipart uploads aborted (store s3)
     idempotency_keys: int = 0  # expired ones: they outlive no job's retention, only their 24 hours
 
 
@@ -53,7 +62,9 @@ def _live_references(session: Session) -> tuple[set[str], set[str]]:
     keys: set[str] = set()
     for request, recipe in session.execute(select(Job.request, Job.recipe).where(Job.status.in_(LIVE))):
         data = (request or {}).get("data") or {}
-        ids.update(v for v in [data.get("train"), *(data.get("eval") or {}).values()] if isinstance(v, str))
+        tasks = [v for spec in ((request or {}).get("tasks") or {}).values() if isinstance(spec, dict)
+                 for v in (spec.get("train"), spec.get("eval"))]
+        ids.update(v for v in [data.get("train"), *(data.get("eval") or {}).values(), *tasks] if isinstance(v, str))
         if isinstance(model := ((request or {}).get("teacher") or {}).get("model"), str):
             ids.add(model)
         keys.update(key.rstrip("/") for key, _ in store_inputs(recipe or {}))
@@ -67,6 +78,12 @@ def _model_prefix(row: ModelRecord) -> str | None:
 def collect(session: Session, cutoff: datetime) -> tuple[Removed, list[str]]:
     """What is due, as (what to report, the store prefixes to delete). Deletes the rows (not committed)."""
     out, prefixes = Removed(), []
+    # Lock the candidates, then read the live jobs: a submission that holds one (FOR SHARE) is skipped, and one
+    # that committed before is among the live jobs.
+    datasets = list(session.scalars(select(DatasetRecord).where(DatasetRecord.created_at < cutoff)
+                                    .order_by(DatasetRecord.id).with_for_update(skip_locked=True)))
+    models = list(session.scalars(select(ModelRecord).where(ModelRecord.created_at < cutoff)
+                                  .order_by(ModelRecord.id).with_for_update(skip_locked=True)))
     live_ids, live_keys = _live_references(session)
     finished = select(Job.id).where(Job.status.not_in(LIVE), Job.finished_at.is_not(None),
                                     Job.finished_at < cutoff)
@@ -74,13 +91,13 @@ def collect(session: Session, cutoff: datetime) -> tuple[Removed, list[str]]:
     for art in session.scalars(select(Artifact).where(Artifact.job_id.in_(finished))):
         out.artifacts.append(art.path)
     session.execute(delete(Artifact).where(Artifact.job_id.in_(finished)))
-    for ds in session.scalars(select(DatasetRecord).where(DatasetRecord.created_at < cutoff)):
+    for ds in datasets:
         if ds.id in live_ids or ds.path in live_keys:
             continue
         out.datasets.append(ds.id)
         prefixes.append(ds.path)
         session.delete(ds)
-    for mdl in session.scalars(select(ModelRecord).where(ModelRecord.created_at < cutoff)):
+    for mdl in models:
         prefix = _model_prefix(mdl)
         if prefix is None or mdl.id in live_ids or prefix.rstrip("/") in live_keys:
             continue  # references to hub, bundled or registered local models own no stored files
@@ -95,13 +112,16 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
     cutoff = utcnow() - timedelta(days=days)
     store = get_store(settings)
     with session_scope(settings.sqlalchemy_url) as session:
+        purged = purge_idempotency_keys(session)  # first: a write (on SQLite, the write lock; see above)
         removed, prefixes = collect(session, cutoff)
-        removed.idempotency_keys = purge_idempotency_keys(session)
+        removed.idempotency_keys = purged
         live_ids, _ = _live_references(session)
         keep_ids = live_ids | _upload_ids(session)
         if dry_run:
             session.rollback()
     if dry_run:
+        if isinstance(store, S3Store):
+            removed.multipart = [key for key, _ in store.incomplete_uploads(utcnow() - STAGING_STALE)]
         return removed
     for key in removed.artifacts:
         store.delete(key)
@@ -121,6 +141,8 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
                 removed.objects.append(key)
     _remove_local(settings, set(removed.jobs), prefixes)
     removed.staging = _remove_stale_staging(settings.data_dir / "uploads" / ".staging")
+    if isinstance(store, S3Store):  # no upload runs for a day: an older one's process was killed mid-upload
+        removed.multipart = store.abort_incomplete_uploads(utcnow() - STAGING_STALE)
     return removed
 
 

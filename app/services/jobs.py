@@ -12,6 +12,7 @@ import logging
 import shutil
 import uuid
 
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -21,7 +22,7 @@ from worker.engine.recipe import ArchiveRef, DistillConfig, LocalRef
 
 from ..api.schemas_jobs import JobCreate
 from ..db.base import new_id
-from ..db.models import Job
+from ..db.models import DatasetRecord, Job, ModelRecord
 from ..errors import Conflict, NotFound, Unprocessable
 from ..repositories import jobs as repo
 from ..repositories.datasets import get_dataset
@@ -43,6 +44,10 @@ class JobNotFinished(Conflict):
 
 class JobAlreadyFinished(Conflict):
     code = "job_finished"
+
+
+class InputDeleted(Conflict):
+    code = "input_deleted"
 
 
 def invalid(field: str, message: str, code: str | None = None) -> Unprocessable:
@@ -129,6 +134,43 @@ def dry_run(settings: Settings, recipe: Recipe) -> None:
 # ---- submission --------------------------------------------------------------------------------
 
 
+def _input_ids(body: JobCreate) -> list[tuple[str, type, str]]:
+    """(field, row class, id) for every registered dataset and model the job names."""
+    refs: list[tuple[str, type, str]] = []
+    if isinstance(model := body.teacher.model_dump(mode="json").get("model"), str):
+        refs.append(("teacher.model", ModelRecord, model))
+    if body.data.train:
+        refs.append(("data.train", DatasetRecord, body.data.train))
+    refs += [(f"data.eval.{name}", DatasetRecord, ds) for name, ds in body.data.eval.items()]
+    for name, spec in body.tasks.items():
+        refs += [(f"tasks.{name}.train", DatasetRecord, spec.train), (f"tasks.{name}.eval", DatasetRecord, spec.eval)]
+    return refs
+
+
+def _lock_inputs(session: Session, owner: str, body: JobCreate) -> None:
+    """Re-read the job's datasets and model in the transaction that commits it, after the dry run's seconds.
+
+    `distillery gc` may have deleted one meanwhile: then the job is refused, never committed pointing at nothing.
+    On PostgreSQL the rows are read FOR SHARE, so that gc (which locks what it deletes FOR UPDATE SKIP LOCKED)
+    cannot delete them before this commit. SQLite renders no FOR SHARE, and needs none: it serialises writers,
+    this transaction already holds the write lock (the job's row is flushed), and gc's transaction starts with a
+    write, so gc decides and deletes either wholly before this read or wholly after this commit."""
+    refs = _input_ids(body)
+    for cls in (ModelRecord, DatasetRecord):
+        ids = sorted({ref_id for _, c, ref_id in refs if c is cls})
+        if not ids:
+            continue
+        found = set(session.scalars(select(cls.id).where(cls.id.in_(ids), cls.owner == owner)
+                                    .order_by(cls.id).with_for_update(read=True)))
+        gone = [(field, ref_id) for field, c, ref_id in refs if c is cls and ref_id not in found]
+        if gone:
+            session.rollback()
+            kind = "model" if cls is ModelRecord else "dataset"
+            raise InputDeleted(f"{gone[0][0]}: {kind} {gone[0][1]} was deleted while the job was being submitted",
+                               errors=[{"field": field, "message": f"{kind} {ref_id} was deleted", "code":
+                                        "input_deleted"} for field, ref_id in gone])
+
+
 def request_hash(submitted: dict) -> str:
     canonical = json.dumps(submitted, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(canonical.encode()).hexdigest()
@@ -169,6 +211,7 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
             # a multi-task or search job runs its stages once per student or trial: its events tell those apart
             stage_kinds=[] if recipe.tasks or recipe.search else [s.kind for s in recipe.stages],
             idempotency=(idempotency_key, digest) if idempotency_key is not None else None)
+        _lock_inputs(session, owner, body)
         session.commit()  # before enqueueing: the worker re-reads the row by id
     except IntegrityError:
         # Two identical requests raced on the same key: the unique constraint picked a winner.
