@@ -21,6 +21,7 @@ from ..intake import (
     check_local_model,
     unpack_model,
 )
+from ..model_copy import copy_local_model
 from ..repositories import models as repo
 from ..settings import Settings
 from ..storage import LocalStore
@@ -140,7 +141,13 @@ async def create_model(request: Request, response: Response, owner: Owner, db: D
     if kind == "application/json":
         body = await _json_body(request)
         name = body.name
-        checked = await anyio.to_thread.run_sync(_check_reference, body, settings)
+        if isinstance(body.source, LocalSource) and settings.remote_store:
+            # Workers elsewhere read teachers from the store: the checked directory is copied there.
+            checked, final = await anyio.to_thread.run_sync(
+                lambda: copy_local_model(body.source.path, model_id, settings.data_dir, settings.model_roots,
+                                         settings.max_upload_bytes * UNPACK_FACTOR))
+        else:
+            checked = await anyio.to_thread.run_sync(_check_reference, body, settings)
     elif kind == "multipart/form-data":
         name, checked, final = await _upload(request, model_id, settings)
     else:
