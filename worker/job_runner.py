@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import gc
 import logging
+import shutil
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,8 +22,8 @@ from sqlalchemy.orm import Session
 from app.db.base import session_scope, utcnow
 from app.db.models import Job, StageRun
 from app.settings import Settings
-from app.store import fetch_inputs, get_store
-from worker import artifacts_out, checkpoints
+from app.store import fetch_inputs, get_store, store_inputs
+from worker import artifacts_out, checkpoints, input_cache, routing, stage_info
 from worker.celery_app import clear_marker, enqueue_job
 from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, parse_recipe
 from worker.engine import run as run_engine
@@ -52,14 +54,17 @@ def _set_stage_status(session: Session, job_id: str, status: str) -> None:
                     .values(status=status, finished_at=None if status == "pending" else utcnow()))
 
 
-def run_job(settings: Settings, job_id: str) -> str:
-    """Returns what happened, for the worker's log: succeeded, failed, cancelled, released, lease_lost, or the
-    claim's outcome when nothing ran (not_claimable, exhausted, cancel_finalised)."""
+def run_job(settings: Settings, job_id: str, worker_name: str | None = None) -> str:
+    """Returns what happened, for the worker's log: succeeded, failed, cancelled, released, lease_lost,
+    handed_back (it needs a GPU this worker lacks), or the claim's outcome when nothing ran (not_claimable,
+    exhausted, cancel_finalised). `worker_name` is the Celery node name, recorded with each stage."""
     try:
         clear_marker(settings, job_id)  # this message has arrived; the reconciler may send another later
     except Exception as exc:  # the marker only saves duplicate sends; never fail a job over it
         log.warning("job %s: could not clear the enqueue marker: %s", job_id, exc)
     owner, out_dir = new_owner(), settings.jobs_dir / job_id
+    if _hand_back_without_cuda(settings, job_id, owner, out_dir):
+        return "handed_back"
     with session_scope(settings.sqlalchemy_url) as session:
         claimed = claim(session, settings, job_id, owner)
         if claimed is Claim.EXHAUSTED or claimed is Claim.CANCEL_FINALISED:
@@ -79,14 +84,16 @@ def run_job(settings: Settings, job_id: str) -> str:
     lease = Lease(settings, job_id, owner, on_hard_limit=lambda: _hard_limit(settings, job, progress))
     progress.on_lost = lease.lost.set
     progress.commit([_job_event(f"started (attempt {job.attempts})")], wait_for_db=settings.lease_seconds / 2)
+    worker = stage_info.describe_worker(worker_name or owner)
     with lease:
         try:
-            outcome = _execute(settings, job, out_dir, progress, lease)
+            outcome = _execute(settings, job, out_dir, progress, lease, worker)
             progress.flush()
         finally:
             _free_memory()
     if lease.lost.is_set():
         log.warning("job %s: lease lost; another worker owns it now", job_id)
+        _drop_local(settings, out_dir)  # its checkpoints are in the store, for the worker that owns it now
         return "lease_lost"
     if outcome is None:  # the worker is shutting down: hand the job back, to resume elsewhere
         ok = progress.commit([_job_event("interrupted: the worker is shutting down; the job resumes from its "
@@ -95,23 +102,59 @@ def run_job(settings: Settings, job_id: str) -> str:
         if ok:
             enqueue_job(settings, job_id, job.queue)
         return "released"
-    _finish(settings, job, out_dir, progress, outcome)
+    if _finish(settings, job, out_dir, progress, outcome):
+        _drop_local(settings, out_dir)
     return outcome.status
 
 
-def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, lease: Lease) -> Outcome | None:
+def _hand_back_without_cuda(settings: Settings, job_id: str, owner: str, out_dir: Path) -> bool:
+    """A job that needs CUDA, delivered to a worker without it: leave the row as it is (no claim, so no attempt
+    is used), say why in an event, stop taking that queue here and send the job back to it."""
+    with session_scope(settings.sqlalchemy_url) as session:
+        job = session.get(Job, job_id)
+        if job is None or not routing.needs_cuda(job.recipe):
+            return False
+        if not routing.claimable(job.status, job.cancel_requested, job.lease_expires_at, utcnow()):
+            return False  # finished, or run by another worker: the claim says so as usual
+        queue = job.queue
+    if routing.cuda_available():
+        return False
+    message = routing.refusal()
+    JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir).commit([_job_event(message)], check_lease=False)
+    log.warning("job %s: %s", job_id, message)
+    routing.stop_consuming(queue)  # before the send, so that this worker cannot take it again
+    enqueue_job(settings, job_id, queue)
+    return True
+
+
+def _drop_local(settings: Settings, out_dir: Path) -> None:
+    """With a remote store a job's working directory (checkpoints, tars) is only a copy of what is stored: once
+    the job is finished here, keeping it would only fill the worker's disk."""
+    if settings.remote_store:
+        shutil.rmtree(out_dir, ignore_errors=True)
+
+
+def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, lease: Lease,
+             worker: dict) -> Outcome | None:
     roots = [settings.uploads_dir, *settings.model_roots]
     store = get_store(settings)
     ctx = RunContext(on_progress=progress, should_cancel=lease.should_cancel,
-                     on_checkpoint=checkpoints.Uploader(store, settings.data_dir))
+                     on_checkpoint=checkpoints.Uploader(store, settings.data_dir, worker))
+    # With S3 this worker's copies of uploads are a bounded cache: this job's inputs are held (never evicted,
+    # by any process on this machine) from before they are fetched until the run ends.
+    keys = [key for key, _ in store_inputs(job.recipe)]
+    held = input_cache.hold(settings.data_dir, keys) if settings.remote_store else nullcontext(set())
     try:
-        # Inputs held in the store (relative paths) are fetched into this worker's data_dir, the engine's
-        # base_dir, and reused by later jobs; with the local store they are already there. So are the
-        # checkpoints of stages an earlier attempt finished, possibly on another machine.
-        fetch_inputs(store, settings.data_dir, job.recipe)
-        checkpoints.fetch(store, settings.data_dir, out_dir)
-        result = run_engine(parse_recipe(job.recipe), out_dir, base_dir=settings.data_dir, roots=roots, ctx=ctx,
-                            resume=True)
+        with held as in_use:
+            # Inputs held in the store (relative paths) are fetched into this worker's data_dir, the engine's
+            # base_dir, and reused by later jobs; with the local store they are already there. So are the
+            # checkpoints of stages an earlier attempt finished, possibly on another machine.
+            fetch_inputs(store, settings.data_dir, job.recipe)
+            if settings.remote_store and settings.worker_cache_max_gb > 0:
+                input_cache.evict(settings.data_dir, int(settings.worker_cache_max_gb * 1024**3), in_use)
+            checkpoints.fetch(store, settings.data_dir, out_dir)
+            result = run_engine(parse_recipe(job.recipe), out_dir, base_dir=settings.data_dir, roots=roots,
+                                ctx=ctx, resume=True)
     except Cancelled:
         result = None  # stopped before the stages began (the runner reports those as a cancelled result)
     except EngineError as exc:
@@ -182,10 +225,12 @@ def _gate_message(report: dict) -> str:
     return f"stage {label} failed its quality gate: " + "; ".join(parts or ["see the report"]) + kept_note
 
 
-def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, outcome: Outcome) -> None:
+def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, outcome: Outcome) -> bool:
+    """Record the outcome and the files; True when it was committed (this worker still held the job)."""
     result = outcome.result
     files: list[artifacts_out.FileInfo] = []
     if result is not None:
+        stage_info.rewrite_report(result.report, out_dir)  # which worker ran each stage, before hashing
         files = artifacts_out.collect(out_dir, settings.data_dir, aware(job.created_at),
                                       with_tar=result.artifact is not None, students=sorted(result.artifacts))
         # Into the store before the rows that name them are committed (a no-op for the local store).
@@ -206,9 +251,11 @@ def _finish(settings: Settings, job: Job, out_dir: Path, progress: JobProgress, 
         _set_stage_status(session, job.id, "cancelled" if outcome.status == "cancelled" else "failed")
 
     message = outcome.status + (f": {outcome.code}: {outcome.message}" if outcome.code else "")
-    if progress.commit([_job_event(message)], extra=finalise, check_lease=False,
-                       wait_for_db=settings.lease_seconds / 2):
+    done = progress.commit([_job_event(message)], extra=finalise, check_lease=False,
+                           wait_for_db=settings.lease_seconds / 2)
+    if done:
         log.info("job %s: %s", job.id, message)
+    return done
 
 
 def _release(session: Session, job_id: str, owner: str) -> None:

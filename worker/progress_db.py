@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from app.db.base import session_scope
 from app.db.models import Event, Job, StageRun
 from worker.engine.context import ProgressEvent
+from worker.stage_info import read as read_worker
 
 log = logging.getLogger("distillery.worker")
 FLUSH_S = 0.5
@@ -171,4 +172,6 @@ class JobProgress:
             return None
         metrics = {k: stage.get(k) for k in METRIC_KEYS}
         metrics["resumed"] = index in self.resumed
+        metrics["device"] = stage.get("device")
+        metrics["worker"] = read_worker(path.parent)  # the worker that ran it (an earlier one, when resumed)
         return metrics

@@ -111,6 +111,32 @@ def stop_all(workers: list[WorkerProcess], timeout: float = 30.0) -> None:
         w.stop(timeout)
 
 
+def detect_gpus(env: dict[str, str] | None = None) -> tuple[list[str], str]:
+    """The GPUs a `--queue gpu` worker without --gpus runs on, and how they were found: those CUDA_VISIBLE_DEVICES
+    names when it is set (empty or -1: none), else one per line of `nvidia-smi -L`. Never through torch: this
+    process must not initialise CUDA before its children choose their GPU."""
+    env = os.environ if env is None else env
+    visible = env.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        ids = []
+        for part in (p.strip() for p in visible.split(",")):
+            if not part or part.startswith("-"):
+                break  # CUDA ignores this entry and every one after it
+            ids.append(part)
+        return ids, f"CUDA_VISIBLE_DEVICES={visible!r}"
+    try:
+        out = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=60,
+                             env={**os.environ, **env})
+    except FileNotFoundError:
+        return [], "nvidia-smi is not installed"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return [], f"nvidia-smi -L failed: {exc}"
+    if out.returncode != 0:
+        return [], f"nvidia-smi -L failed: {(out.stderr or out.stdout).strip()[:200]}"
+    count = sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+    return [str(i) for i in range(count)], f"nvidia-smi -L lists {count}"
+
+
 def run_workers(queue: str, gpus: list[str], concurrency: int, loglevel: str = "INFO") -> int:
     """`distillery worker`: one process per GPU (CUDA_VISIBLE_DEVICES set, a distinct node name), or
     `concurrency` processes for the queue; stopped on SIGINT/SIGTERM."""

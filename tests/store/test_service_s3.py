@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -194,3 +195,87 @@ def test_gc_removes_old_unneeded_things_and_keeps_what_a_live_job_needs(gc_setti
     if settings.store == "local":  # the job directories went too, not only the files the rows named
         assert not (settings.jobs_dir / old_done).exists() and not (settings.jobs_dir / new_done).exists()
         assert not (settings.uploads_dir / "datasets" / unneeded.id).exists()
+
+
+@pytest.fixture
+def api_with_roots(tmp_path, s3_endpoint, tiny_bert) -> Iterator[tuple[Settings, httpx.Client, Path]]:
+    """The API on the S3 store with a model root holding the tiny teacher (tmp_path/roots/tiny)."""
+    import shutil
+
+    redis.Redis.from_url(REDIS_URL).flushdb()
+    roots = tmp_path / "roots"
+    shutil.copytree(tiny_bert, roots / "tiny")
+    settings = s3_settings(tmp_path, s3_endpoint, new_bucket(s3_endpoint), "api", model_roots=[roots])
+    upgrade(settings.sqlalchemy_url)
+    from app.api.main import create_app
+
+    with Server(create_app(settings)) as srv, httpx.Client(
+            base_url=srv.url, headers={"Authorization": f"Bearer {make_key(settings, 'team-a')}"}, timeout=60) as c:
+        yield settings, c, roots
+
+
+def test_a_teacher_registered_by_path_is_copied_to_the_store_and_runs_on_a_worker_without_that_path(
+        api_with_roots, tmp_path):
+    import shutil
+
+    from app.intake import check_local_model
+
+    settings, client, roots = api_with_roots
+    local_digest = check_local_model(str(roots / "tiny"), [roots]).sha256  # what the local store records
+    r = client.post("/v1/models", json={"name": "tiny", "source": {"source": "local", "path": str(roots / "tiny")}})
+    assert r.status_code == 201, r.text
+    model = r.json()
+    prefix = f"uploads/models/{model['id']}/"
+    assert model["source"] == {"source": "store", "prefix": prefix, "copied_from": str((roots / "tiny").resolve())}
+    assert model["sha256"] == local_digest and model["size_bytes"] > 0
+    assert f"{prefix}config.json" in bucket_keys(settings)
+    shutil.rmtree(roots / "tiny")  # the path is gone: jobs read the registered copy, on every machine
+
+    data = fixtures.make_data(tmp_path / "src")
+    ids = {}
+    for name in ("train", "eval_text"):
+        r = client.post("/v1/datasets", files={"file": (f"{name}.jsonl", data[name].read_bytes())})
+        ids[name] = r.json()["id"]
+    body = {"teacher": {"model": model["id"]}, "task": "feature-extraction",
+            "data": {"train": ids["train"], "eval": {"text": ids["eval_text"]}},
+            "stages": [DISTILL], "evaluate": FAST_EVAL, "max_length": 32}
+    r = client.post("/v1/jobs", json=body)
+    assert r.status_code == 201, r.text
+    job_id = r.json()["id"]
+
+    # another machine: its own data directory, no model roots at all
+    worker_settings = s3_settings(tmp_path, settings.s3_endpoint_url, settings.s3_bucket, "worker")
+    worker = WorkerProc(worker_settings, "cpu")
+    try:
+        job = wait_for(worker_settings, job_id, timeout=180, worker=worker)
+    finally:
+        worker.stop()
+    assert job.status == "succeeded", (job.failure_code, job.failure_message, worker.text()[-3000:])
+    assert (worker_settings.data_dir / prefix / "config.json").is_file()  # fetched from the store
+    # finished: the worker's working copy (checkpoints, tars) is gone; the store holds them
+    assert not (worker_settings.jobs_dir / job_id).exists()
+    assert f"jobs/{job_id}/model.tar" in bucket_keys(settings)
+    assert f"jobs/{job_id}/stages/00-distill/worker.json" in bucket_keys(settings)
+    for row in job.report["stages"]:
+        assert row["worker"]["host"] == socket.gethostname() and row["worker"]["pid"] == worker.proc.pid
+
+
+def test_registering_a_path_with_the_s3_store_keeps_the_local_checks(api_with_roots, tmp_path):
+    from app.api.main import create_app
+
+    settings, client, roots = api_with_roots
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "secret.bin").write_bytes(b"s" * 10)
+    (roots / "tiny" / "extra.bin").symlink_to(outside / "secret.bin")  # a link out of the roots
+    r = client.post("/v1/models", json={"name": "x", "source": {"source": "local", "path": str(roots / "tiny")}})
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "source.path", r.text
+    assert "outside the allowed roots" in r.json()["detail"]
+    (roots / "tiny" / "extra.bin").unlink()
+    small = settings.model_copy(update={"max_upload_bytes": 1000})  # copies are capped like unpacked uploads
+    with Server(create_app(small)) as srv, httpx.Client(base_url=srv.url, headers=client.headers) as c:
+        r = c.post("/v1/models", json={"name": "x", "source": {"source": "local", "path": str(roots / "tiny")}})
+    assert r.status_code == 422 and r.json()["errors"][0]["code"] == "too_large", r.text
+    assert bucket_keys(settings) == []
+    assert not list((settings.data_dir / "uploads").glob("models/*"))
+    assert not list((settings.data_dir / "uploads" / ".staging").iterdir())
