@@ -11,6 +11,7 @@ from __future__ import annotations
 import gc
 import logging
 import shutil
+import time
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +34,7 @@ from worker.oom import is_out_of_memory, out_of_memory_message
 from worker.progress_db import JobProgress, LeaseLost, max_seq
 
 log = logging.getLogger("distillery.worker")
+HAND_BACK_PAUSE_S = 10.0
 
 
 @dataclass
@@ -122,7 +124,10 @@ def _hand_back_without_cuda(settings: Settings, job_id: str, owner: str, out_dir
     message = routing.refusal()
     JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir).commit([_job_event(message)], check_lease=False)
     log.warning("job %s: %s", job_id, message)
-    routing.stop_consuming(queue)  # before the send, so that this worker cannot take it again
+    if not routing.stop_consuming(queue):  # before the send, so that this worker cannot take it again
+        # Not a solo-pool worker (its consumer is in another process): it may get the job back, so pace the
+        # round trips instead of spinning on them.
+        time.sleep(HAND_BACK_PAUSE_S)
     enqueue_job(settings, job_id, queue)
     return True
 
