@@ -42,8 +42,10 @@ from worker.engine.references import bundled_model_dir
 from worker.engine.stages import StageEnv
 from worker.engine.tasks.feature_extraction import FeatureExtraction
 
-FULL = {"eval": 500, "repeats": 5, "latency_runs": 50}
-QUICK = {"eval": 100, "repeats": 2, "latency_runs": 10}
+# Stage operations take 0.1 to 0.5 s, where one slow repeat moves a median of five: nine repeats; the
+# evaluate comparison takes seconds per call and is repeated fewer times.
+FULL = {"eval": 500, "repeats": 9, "eval_repeats": 3, "latency_runs": 50}
+QUICK = {"eval": 100, "repeats": 2, "eval_repeats": 1, "latency_runs": 10}
 
 
 @torch.no_grad()
@@ -179,7 +181,8 @@ def bench(quick: bool) -> tuple[dict, list[list[str]]]:
     scored = Candidate(model=student, tokenizer=tok, task=task)
     times, out = interleaved({
         "engine": lambda: evaluator.evaluate(scored, "bench", None),
-        "hand": lambda: evaluate_by_hand(student, tok, held_out, ref, cfg.latency_runs, cfg.warmup_runs)}, reps)
+        "hand": lambda: evaluate_by_hand(student, tok, held_out, ref, cfg.latency_runs, cfg.warmup_runs)},
+        size["eval_repeats"])
     e, h = out["engine"], out["hand"]
     e_task = e["tasks"]["held_out"]
     res["evaluate"] = {"engine_s": times["engine"], "hand_s": times["hand"], "engine": e, "hand": h}
