@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -71,6 +71,15 @@ class Settings(BaseSettings):
             value = value.strip()
             return json.loads(value) if value.startswith("[") else [p for p in value.split(os.pathsep) if p]
         return value
+
+    @model_validator(mode="after")
+    def _soft_limit_first(self) -> Settings:
+        # The soft limit lets a job stop cleanly (timeout, finished stages kept); past the hard limit the
+        # worker process is killed first and that never happens. (Equal limits test the hard path alone.)
+        if self.job_soft_time_limit > self.job_time_limit:
+            raise ValueError(f"DISTILLERY_JOB_SOFT_TIME_LIMIT ({self.job_soft_time_limit}) must not exceed "
+                             f"DISTILLERY_JOB_TIME_LIMIT ({self.job_time_limit})")
+        return self
 
     @property
     def sqlalchemy_url(self) -> str:

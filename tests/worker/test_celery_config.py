@@ -62,3 +62,8 @@ def test_the_worker_app_takes_its_limits_from_the_environment():
 def test_worker_processes_take_one_message_at_a_time():
     cmd = worker_command(["cpu"], "w@h")
     assert "--prefetch-multiplier=1" in cmd and "--pool=solo" in cmd and "--concurrency=1" in cmd
+
+
+def test_a_soft_limit_past_the_hard_limit_is_refused():
+    with pytest.raises(ValueError, match=r"DISTILLERY_JOB_SOFT_TIME_LIMIT \(500\) must not exceed"):
+        Settings(job_soft_time_limit=500, job_time_limit=400)
