@@ -269,13 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     res, rows = bench(args.quick, minutes)
     res["duration_s"] = time.perf_counter() - started
-    print(table(rows))
-    text = head + table(rows)
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine.md").write_text(text, encoding="utf-8")
-    (args.out / "engine.json").write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out / 'engine.md'} and engine.json ({res['duration_s']:.0f} s)", file=sys.stderr)
+    write_results(args.out, "engine", head, rows, res)
     return 0
+
+
+def write_results(out: Path, name: str, head: str, rows: list[list[str]], res: dict) -> None:
+    """Print the table; write it (NAME.md) and every figure (NAME.json) under `out`."""
+    print(table(rows))
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.md").write_text(head + table(rows), encoding="utf-8")
+    (out / f"{name}.json").write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
+    print(f"wrote {out / name}.md and {name}.json ({res['duration_s']:.0f} s)", file=sys.stderr)
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import copy
-import json
 import statistics
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
 from bench.engine import (
-    BATCH, MAX_LENGTH, SEED, cosine, embed, environment, header, interleaved, run_stage, saved_mb, table,
+    BATCH, MAX_LENGTH, SEED, cosine, embed, environment, header, interleaved, run_stage, saved_mb, write_results,
 )
 
 import torch
@@ -214,12 +213,7 @@ def main(argv: list[str] | None = None) -> int:
     started = time.perf_counter()
     res, rows = bench(args.quick)
     res["duration_s"] = time.perf_counter() - started
-    text = head + table(rows)
-    print(table(rows))
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "engine_stages.md").write_text(text, encoding="utf-8")
-    (args.out / "engine_stages.json").write_text(json.dumps(res, indent=2, default=str) + "\n", encoding="utf-8")
-    print(f"wrote {args.out / 'engine_stages.md'} ({res['duration_s']:.0f} s)", file=sys.stderr)
+    write_results(args.out, "engine_stages", head, rows, res)
     return 0
 
 

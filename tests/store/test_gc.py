@@ -43,15 +43,6 @@ def _live_job(settings: Settings, status: str, request: dict, recipe: dict) -> s
     return job_id
 
 
-@pytest.fixture(params=["local", "s3"])
-def gc_settings(request, tmp_path, s3_endpoint) -> Settings:
-    settings = s3_settings(tmp_path, s3_endpoint, new_bucket(s3_endpoint), "api", retention_days=30)
-    if request.param == "local":
-        settings = settings.model_copy(update={"store": "local"})
-    upgrade(settings.sqlalchemy_url)
-    return settings
-
-
 def test_gc_keeps_what_running_cancelling_and_multi_task_jobs_need(gc_settings, tmp_path):
     settings = gc_settings
     running_ds, cancelling_ds, task_train, task_eval, free_ds = (_dataset(settings, tmp_path, 40) for _ in range(5))

@@ -145,15 +145,6 @@ def _job(settings: Settings, status: str, age_days: float, datasets: list[Datase
     return job_id
 
 
-@pytest.fixture(params=["local", "s3"])
-def gc_settings(request, tmp_path, s3_endpoint) -> Settings:
-    settings = s3_settings(tmp_path, s3_endpoint, new_bucket(s3_endpoint), "api", retention_days=30)
-    if request.param == "local":
-        settings = settings.model_copy(update={"store": "local"})
-    upgrade(settings.sqlalchemy_url)
-    return settings
-
-
 def test_gc_removes_old_unneeded_things_and_keeps_what_a_live_job_needs(gc_settings, tmp_path):
     settings = gc_settings
     needed, unneeded, recent = (_dataset(settings, tmp_path, 40), _dataset(settings, tmp_path, 40),
