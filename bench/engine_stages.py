@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import resource
 import statistics
 import sys
 import time
@@ -48,15 +49,18 @@ QUICK = {"eval": 100, "repeats": 2, "eval_repeats": 1, "latency_runs": 10}
 
 
 @torch.no_grad()
-def prune_2_4(teacher: nn.Module) -> nn.Module:
-    """Keep the 2 largest |w| of every 4 consecutive inputs of each encoder Linear's output row."""
+def prune_2_4(teacher: nn.Module) -> tuple[nn.Module, float]:
+    """Keep the 2 largest |w| of every 4 consecutive inputs of each encoder Linear's output row; return the
+    model and the sparsity achieved (the engine's stage reports it too, as hand.prune_magnitude does)."""
     model = copy.deepcopy(teacher)
-    for lin in hand.encoder_linears(model):
+    linears = hand.encoder_linears(model)
+    for lin in linears:
         w = lin.weight
         groups = w.abs().reshape(w.shape[0], -1, 4)
         mask = torch.zeros_like(groups, dtype=torch.bool).scatter_(-1, groups.topk(2, dim=-1).indices, True)
         w.mul_(mask.reshape(w.shape).to(w.dtype))
-    return model
+    zeros = sum(int((lin.weight == 0).sum()) for lin in linears)
+    return model, zeros / sum(lin.weight.numel() for lin in linears)
 
 
 @torch.no_grad()
@@ -100,7 +104,7 @@ def neighbours(emb: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def evaluate_by_hand(model: nn.Module, tok, texts: list[str], reference: torch.Tensor, runs: int, warmup: int):
     """Cosine and top-1 agreement (same nearest neighbour) with the teacher on `texts`, batch-1 p50 over
-    the first 16 texts, and throughput at batch 32 (the evaluate stage's defaults)."""
+    the first 16 texts, throughput at batch 32 (the evaluate stage's defaults), counts and peak memory."""
     emb = embed(model, tok, texts, batch=32)
     cos = float(F.cosine_similarity(emb, reference, dim=-1).mean())
     top1 = float((neighbours(emb) == neighbours(reference)).float().mean())
@@ -121,8 +125,15 @@ def evaluate_by_hand(model: nn.Module, tok, texts: list[str], reference: torch.T
     t0 = time.perf_counter()
     for _ in range(reps):
         model(**batch)
-    return {"cosine": cos, "top1": top1, "p50_ms": statistics.median(times) * 1000,
-            "throughput_per_s": 32 * reps / (time.perf_counter() - t0)}
+    throughput = 32 * reps / (time.perf_counter() - t0)
+    # The stage also reports parameter and non-zero counts and peak memory; by hand: count, and one more
+    # pass at batch 32 read off the process's RSS high-water mark.
+    params = sum(p.numel() for p in model.parameters())
+    nonzero = sum(int(p.count_nonzero()) for p in model.parameters())
+    model(**batch)
+    peak_rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"cosine": cos, "top1": top1, "p50_ms": statistics.median(times) * 1000, "throughput_per_s": throughput,
+            "parameters": params, "nonzero": nonzero, "peak_rss_kb": peak_rss_kb}
 
 
 def bench(quick: bool) -> tuple[dict, list[list[str]]]:
@@ -160,7 +171,7 @@ def bench(quick: bool) -> tuple[dict, list[list[str]]]:
     quality = ("held-out cosine", lambda m: cosine(m, tok, held_out, ref), ".3f", "equal")
     params = ("parameters (M)", lambda m: sum(p.numel() for p in m.parameters()) / 1e6, ".2f", "equal")
     mb = ("saved state dict (MB)", saved_mb, ".1f", "equal")
-    compare("prune 2:4", PruneNMConfig(kind="prune", method="n:m", n=2, m=4), lambda: prune_2_4(teacher),
+    compare("prune 2:4", PruneNMConfig(kind="prune", method="n:m", n=2, m=4), lambda: prune_2_4(teacher)[0],
             [("sparsity of the block weights", zeros, ".3f", "0.500"), quality])
     compare("prune heads 0.25", PruneStructuredConfig(kind="prune", method="structured", heads=0.25),
             lambda: prune_heads(teacher, 0.25), [params, quality])
