@@ -181,6 +181,8 @@ class Distill(Stage):
             "teacher_depth": teacher_depth,
             "layer_map": {str(k): v for k, v in layer_map.items()},
             "train_examples": len(enc),
+            # the training step's precision: bf16 autocast on CUDA (line "with torch.autocast" below), fp32 on CPU
+            "precision": "bf16-autocast" if device.type == "cuda" else "fp32",
             "task_weights": {g.task: round(g.weight, 6) for g in env.train_groups} or None,
             "steps": step,
             "planned_steps": total,
