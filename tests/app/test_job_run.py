@@ -1,6 +1,7 @@
 """One real job through the API and a real Celery worker, watched as a client would: GET /v1/jobs/{id} shows the
 stage it is in while it runs and where it ended, and /metrics then counts it (jobs by state, stage durations,
-queue depth, request latency). SQLite only: the database-specific parts are covered in test_metrics.py."""
+queue depth, request latency). On both databases (tests/app/conftest.py's database_url): the whole path of a
+job, API and worker, on each."""
 
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ REDIS_URL = "redis://127.0.0.1:6379/15"  # its own: a worker consumes here, and 
 
 
 @pytest.fixture
-def settings(tmp_path) -> Settings:
+def settings(database_url, tmp_path) -> Settings:
     redis.Redis.from_url(REDIS_URL).flushdb()
-    s = Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'distillery.db'}",
-                 redis_url=REDIS_URL, model_roots=[tmp_path / "models"], lease_seconds=5)
+    s = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=REDIS_URL,
+                 model_roots=[tmp_path / "models"], lease_seconds=5)
     (tmp_path / "models").mkdir()
     upgrade(s.sqlalchemy_url)
     return s
