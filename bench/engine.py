@@ -124,15 +124,21 @@ def run_stage(config, candidate: Candidate, env: StageEnv) -> tuple[nn.Module, d
     return stage.run(candidate, env, RunContext()).model, stage.details
 
 
-def bench(quick: bool, minutes: float) -> tuple[dict, list[list[str]]]:
-    size = QUICK if quick else FULL
+def setup(held_out_count: int):
+    """The bundled MiniLM teacher and tokenizer, the training and held-out sentences, the teacher's held-out
+    embeddings, and the teacher as an engine candidate."""
     model_dir = bundled_model_dir()
     tok = transformers.AutoTokenizer.from_pretrained(model_dir)
     teacher = transformers.AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
-    train, held_out = split(stdlib_sentences(), size["eval"], SEED)
-    ref = embed(teacher, tok, held_out)
-    task = FeatureExtraction()
-    cand = Candidate(model=teacher, tokenizer=tok, task=task)
+    train, held_out = split(stdlib_sentences(), held_out_count, SEED)
+    cand = Candidate(model=teacher, tokenizer=tok, task=FeatureExtraction())
+    return tok, teacher, train, held_out, embed(teacher, tok, held_out), cand
+
+
+def bench(quick: bool, minutes: float) -> tuple[dict, list[list[str]]]:
+    size = QUICK if quick else FULL
+    tok, teacher, train, held_out, ref, cand = setup(size["eval"])
+    task = cand.task
 
     def env_with(texts: list[str]) -> StageEnv:
         data = Dataset(path=Path("<memory>.jsonl"), kind="text", rows=[{"text": t} for t in texts], sha256="")

@@ -23,24 +23,21 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
 
 from bench.engine import (
-    BATCH, MAX_LENGTH, SEED, cosine, embed, environment, header, interleaved, run_stage, saved_mb, write_results,
+    BATCH, MAX_LENGTH, SEED, cosine, embed, environment, header, interleaved, run_stage, saved_mb, setup,
+    write_results,
 )
 
 import torch
 import torch.nn.functional as F
-import transformers
 from torch import nn
 
 from bench import handwritten as hand
-from bench.corpus import split, stdlib_sentences
 from worker.engine.candidate import Candidate
 from worker.engine.context import RunContext
 from worker.engine.data import Dataset
 from worker.engine.evaluate import Evaluator
 from worker.engine.recipe import EvaluateConfig, PruneNMConfig, PruneStructuredConfig, QuantizeConfig
-from worker.engine.references import bundled_model_dir
 from worker.engine.stages import StageEnv
-from worker.engine.tasks.feature_extraction import FeatureExtraction
 
 # Stage operations take 0.1 to 0.5 s, where one slow repeat moves a median of five: nine repeats; the
 # evaluate comparison takes seconds per call and is repeated fewer times.
@@ -138,13 +135,8 @@ def evaluate_by_hand(model: nn.Module, tok, texts: list[str], reference: torch.T
 
 def bench(quick: bool) -> tuple[dict, list[list[str]]]:
     size = QUICK if quick else FULL
-    model_dir = bundled_model_dir()
-    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
-    teacher = transformers.AutoModel.from_pretrained(model_dir, dtype=torch.float32).eval()
-    train, held_out = split(stdlib_sentences(), size["eval"], SEED)
-    ref = embed(teacher, tok, held_out)
-    task = FeatureExtraction()
-    cand = Candidate(model=teacher, tokenizer=tok, task=task)
+    tok, teacher, train, held_out, ref, cand = setup(size["eval"])
+    task = cand.task
     data = Dataset(path=Path("<memory>.jsonl"), kind="text", rows=[{"text": t} for t in train[:BATCH]], sha256="")
     env = StageEnv(task=task, device=torch.device("cpu"), seed=SEED, max_length=MAX_LENGTH, train=data,
                    teacher=cand)

@@ -52,6 +52,19 @@ def api(tmp_path, s3_endpoint) -> Iterator[tuple[Settings, httpx.Client]]:
         yield settings, c
 
 
+def run_on_another_machine(settings: Settings, tmp_path: Path, job_id: str):
+    """Run the job on a worker with its own data directory (another machine), sharing only the database, the
+    broker and the bucket; returns that worker's settings, the (stopped) worker and the job, which succeeded."""
+    worker_settings = s3_settings(tmp_path, settings.s3_endpoint_url, settings.s3_bucket, "worker")
+    worker = WorkerProc(worker_settings, "cpu")
+    try:
+        job = wait_for(worker_settings, job_id, timeout=180, worker=worker)
+    finally:
+        worker.stop()
+    assert job.status == "succeeded", (job.failure_code, job.failure_message, worker.text()[-3000:])
+    return worker_settings, worker, job
+
+
 def bucket_keys(settings: Settings) -> list[str]:
     return [k for k, _, _ in get_store(settings).list("")]
 
@@ -79,13 +92,7 @@ def test_a_job_runs_on_a_worker_that_shares_only_the_store(api, tmp_path, tiny_b
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
 
-    worker_settings = s3_settings(tmp_path, settings.s3_endpoint_url, settings.s3_bucket, "worker")
-    worker = WorkerProc(worker_settings, "cpu")
-    try:
-        job = wait_for(worker_settings, job_id, timeout=180, worker=worker)
-    finally:
-        worker.stop()
-    assert job.status == "succeeded", (job.failure_code, job.failure_message, worker.text()[-3000:])
+    worker_settings, _, _ = run_on_another_machine(settings, tmp_path, job_id)
     # the worker read its inputs from its own cache of the store, and never the API's directory
     assert (worker_settings.data_dir / f"uploads/models/{model['id']}/config.json").is_file()
     assert (worker_settings.data_dir / f"uploads/datasets/{ids['train']}/train.jsonl").is_file()
@@ -234,14 +241,7 @@ def test_a_teacher_registered_by_path_is_copied_to_the_store_and_runs_on_a_worke
     assert r.status_code == 201, r.text
     job_id = r.json()["id"]
 
-    # another machine: its own data directory, no model roots at all
-    worker_settings = s3_settings(tmp_path, settings.s3_endpoint_url, settings.s3_bucket, "worker")
-    worker = WorkerProc(worker_settings, "cpu")
-    try:
-        job = wait_for(worker_settings, job_id, timeout=180, worker=worker)
-    finally:
-        worker.stop()
-    assert job.status == "succeeded", (job.failure_code, job.failure_message, worker.text()[-3000:])
+    worker_settings, worker, job = run_on_another_machine(settings, tmp_path, job_id)  # and no model roots there
     assert (worker_settings.data_dir / prefix / "config.json").is_file()  # fetched from the store
     # finished: the worker's working copy (checkpoints, tars) is gone; the store holds them
     assert not (worker_settings.jobs_dir / job_id).exists()
