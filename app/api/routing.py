@@ -22,8 +22,9 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect
 
-from ..errors import PayloadTooLarge
+from ..errors import BadRequest, PayloadTooLarge
 
 
 def _one_hop(endpoint: Callable[..., Any]) -> Callable[..., Any]:
@@ -39,11 +40,14 @@ async def read_capped(request: Request, limit: int) -> bytes:
     if declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"the body ({declared} bytes) is larger than this endpoint's limit of {limit} bytes")
     chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise PayloadTooLarge(f"the body is larger than this endpoint's limit of {limit} bytes")
-        chunks.append(chunk)
+    try:
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"the body is larger than this endpoint's limit of {limit} bytes")
+            chunks.append(chunk)
+    except ClientDisconnect:  # the client's doing, not a 500 (FastAPI's own body reading answers 400 too)
+        raise BadRequest(f"the client went away after {size} bytes of the body") from None
     return b"".join(chunks)
 
 

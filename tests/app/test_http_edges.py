@@ -139,3 +139,27 @@ def test_a_streamed_job_body_is_refused_once_it_passes_the_cap(settings, api_key
     body = _is_problem(r, 413)
     assert "larger than this endpoint's limit" in body["detail"]
     assert sum(sent) <= MAX_JOB_BYTES + 2 * len(chunk)  # stopped right past the cap
+
+
+def test_a_client_that_goes_away_mid_body_is_a_400_not_a_500(settings, api_key):
+    """The capped body reader sees the disconnect: the client's doing, answered (to nobody) as a 400."""
+    messages = iter([{"type": "http.request", "body": b'{"teacher": ', "more_body": True},
+                     {"type": "http.disconnect"}])
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        return next(messages, {"type": "http.disconnect"})
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST", "scheme": "http",
+             "path": "/v1/jobs", "raw_path": b"/v1/jobs", "query_string": b"", "root_path": "",
+             "server": ("api", 80), "client": ("127.0.0.1", 5000),
+             "headers": [(b"host", b"api"), (b"content-type", b"application/json"),
+                         (b"authorization", f"Bearer {api_key}".encode())]}
+    asyncio.run(create_app(settings)(scope, receive, send))
+    start = next(m for m in sent if m["type"] == "http.response.start")
+    assert start["status"] == 400
+    body = json.loads(b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body"))
+    assert body["status"] == 400 and "went away" in body["detail"]
