@@ -31,10 +31,13 @@ def _copy_tree(src: Path, dest: Path, roots: Sequence[Path], max_bytes: int) -> 
     from worker.engine.references import check_under_roots
 
     files = []
-    for path in sorted(src.rglob("*")):  # like the engine's hash_dir: links to directories are not followed
-        if path.is_file():
-            files.append((path.relative_to(src), check_under_roots(path, roots, "model file")))
-    total = sum(real.stat().st_size for _, real in files)
+    try:
+        for path in sorted(src.rglob("*")):  # like the engine's hash_dir: links to directories are not followed
+            if path.is_file():
+                files.append((path.relative_to(src), check_under_roots(path, roots, "model file")))
+        total = sum(real.stat().st_size for _, real in files)
+    except OSError as exc:  # the registrant's directory (permissions, a file gone): a 422, not a 500
+        raise _unreadable(exc) from None
     if total > max_bytes:
         raise _refuse(f"the model directory holds {total} bytes, more than the {max_bytes} that may be copied "
                       "into the artifact store", "too_large")
@@ -42,13 +45,21 @@ def _copy_tree(src: Path, dest: Path, roots: Sequence[Path], max_bytes: int) -> 
     for rel, real in files:
         target = dest / rel
         target.parent.mkdir(parents=True, exist_ok=True)
-        with open(real, "rb") as fin, open(target, "xb") as fout:
+        try:
+            fin = open(real, "rb")  # noqa: SIM115 (closed below; a failure to open is the source's, not ours)
+        except OSError as exc:
+            raise _unreadable(exc) from None
+        with fin, open(target, "xb") as fout:
             while chunk := fin.read(1 << 20):
                 copied += len(chunk)
                 if copied > max_bytes:
                     raise _refuse(f"the model directory grew past {max_bytes} bytes while it was copied", "too_large")
                 fout.write(chunk)
     return copied
+
+
+def _unreadable(exc: OSError) -> Unprocessable:
+    return _refuse(f"cannot read {exc.filename or 'the model directory'}: {exc.strerror or exc}", "unreadable")
 
 
 def _digest(directory: Path) -> str:
