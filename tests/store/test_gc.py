@@ -9,7 +9,6 @@ from pathlib import Path
 
 import boto3
 import httpx
-import pytest
 from sqlalchemy import select
 
 from app.db.base import new_id, session_factory, session_scope, utcnow
@@ -18,7 +17,7 @@ from app.db.models import DatasetRecord, Job, ModelRecord
 from app.gc import collect, run_gc
 from app.settings import Settings
 from app.store import get_store
-from tests.databases import postgres_up, temporary_database
+from tests.databases import require_postgres, temporary_database
 from tests.s3 import new_bucket
 from tests.store.test_service_s3 import _dataset, s3_settings
 
@@ -90,8 +89,7 @@ def test_gc_aborts_multipart_uploads_a_killed_process_left_open(tmp_path, s3_end
 
 
 def test_gc_skips_a_row_that_a_submission_holds_on_postgres(tmp_path):
-    if not postgres_up():
-        pytest.skip("PostgreSQL is not running on 127.0.0.1:5432 (.ci/run requires it)")
+    require_postgres()  # a failure, not a skip, under DISTILLERY_TEST_REQUIRE_SERVICES (.ci/run)
     with temporary_database("postgres", tmp_path, prefix="dgctest") as url:
         upgrade(url)
         settings = Settings(data_dir=tmp_path / "data", database_url=url, retention_days=30)
