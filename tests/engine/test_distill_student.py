@@ -139,3 +139,21 @@ def test_a_student_head_with_other_classes_is_refused(tiny_bert_cls, data, tmp_p
     err = capsys.readouterr().err
     assert code == 2
     assert "stages.0.student.model: the student's sequence-classification head has 2 classes, the teacher's 3" in err
+
+
+def test_a_feature_extraction_student_missing_body_weights_is_refused(tiny_bert, data, tmp_path, capsys):
+    """A feature-extraction student is a bare base model (BertModel: keys without a "bert." prefix): all of it
+    is body, so a checkpoint lacking some of its weights is refused instead of loading partly random."""
+    from safetensors.torch import load_file, save_file
+
+    student = fixtures.make_bert(tmp_path / "student-2", layers=2, seed=7)
+    weights = load_file(student / "model.safetensors")
+    kept = {k: v for k, v in weights.items() if not k.startswith("encoder.layer.1.")}
+    assert len(kept) < len(weights)
+    save_file(kept, student / "model.safetensors", metadata={"format": "pt"})
+    code, out = _compress(tmp_path, tiny_bert, student, data)
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err, err
+    assert ("error [invalid_reference]: stages.0.student.model: the checkpoint has no weights for "
+            "encoder.layer.1.attention.output.LayerNorm.bias") in err
+    assert not (out / "artifact").exists()

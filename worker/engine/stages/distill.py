@@ -24,7 +24,7 @@ from ..recipe import DistillConfig
 from ..references import ResolvedModel
 from ..tasks.base import encode
 from .base import Stage, StageEnv, register
-from .distill_student import student_info
+from .distill_student import load_student, student_info
 from .distill_targets import compute_targets
 
 
@@ -105,7 +105,7 @@ class Distill(Stage):
         if spec.model is not None:
             # checked here too: a run may not have been planned with this very stage (students, resume)
             self.student_model, _ = student_info(self, ModelInfo.from_config(candidate.model.config), env)
-            student, tokenizer = env.task.load(self.student_model, head_like=candidate.model.config)
+            student, tokenizer = load_student(self, self.student_model, candidate.model.config, env)
             if tokenizer.get_vocab() != candidate.tokenizer.get_vocab():
                 raise StageError("the student's tokenizer differs from the teacher's; distillation matches "
                                  "outputs token by token and needs the same vocabulary",

@@ -49,3 +49,14 @@ def student_info(stage, teacher: ModelInfo, env) -> tuple[ResolvedModel, ModelIn
         # a student without the head gets a fresh one, shaped like the teacher's (Task.load's head_like)
         info = dataclasses.replace(info, num_labels=teacher.num_labels)
     return resolved, info
+
+
+def load_student(stage, resolved: ResolvedModel, teacher_config, env):
+    """The student's model and tokenizer (a fresh head shaped like the teacher's where the checkpoint has none);
+    a refusal names the student's field, so that it is not taken for one about the teacher."""
+    try:
+        return env.task.load(resolved, head_like=teacher_config)
+    except EngineError as exc:
+        if exc.field:
+            raise
+        raise type(exc)(exc.message, field=f"{stage.field}.student.model") from None

@@ -152,7 +152,10 @@ class Task(ABC):
         `fresh_head` (a student about to be trained) everything outside the base model."""
         missing = [k for k in info.get("missing_keys", []) if "pooler" not in k]
         prefix = getattr(model, "base_model_prefix", "")
-        if fresh_head and prefix:
+        body = getattr(model, prefix, None) if prefix else None
+        # Only a model that wraps its base model has weights outside it (the head); a bare base model
+        # (AutoModel: BertModel's keys have no "bert." prefix) is all body, so every missing key counts.
+        if fresh_head and body is not None and body is not model:
             missing = [k for k in missing if k.startswith(prefix + ".")]
         if missing:
             raise ModelReferenceError(
