@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from worker.engine import RunContext, parse_recipe, run
 from worker.engine.errors import StageError
@@ -125,3 +126,37 @@ def test_an_artifact_that_fails_its_reload_check_stops_the_run_as_an_internal_fa
     assert report["error"]["code"] == "artifact_failed" and report["error"]["stage_index"] == 0
     assert "failed verification" in report["error"]["message"]
     assert not (out / "artifact").exists() and not (out / "stages" / "00-distill" / "stage.json").exists()
+
+
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory: you tried to "
+                 "allocate 4294967296 bytes"),
+])
+def test_running_out_of_memory_while_reloading_an_artifact_stays_an_out_of_memory_error(
+        error, tiny_bert, tmp_path, monkeypatch):
+    """An allocation failure in the reload check is the job being too large for the machine (the worker reports
+    out_of_memory), not a broken artifact: it propagates as it is rather than as a VerificationError."""
+    from worker.engine import artifacts
+    from worker.engine.candidate import Candidate
+    from worker.engine.errors import VerificationError
+    from worker.engine.references import ResolvedModel
+    from worker.engine.tasks import get_task
+
+    task = get_task("feature-extraction")
+    model, tokenizer = task.load(ResolvedModel(str(tiny_bert)))
+    candidate = Candidate(model, tokenizer, task)
+
+    failure = error
+
+    def reload(path, device="cpu"):
+        raise failure
+
+    monkeypatch.setattr(artifacts, "load_artifact", reload)
+    with pytest.raises(type(error)) as raised:
+        artifacts.verify_reload(candidate, tmp_path, ["hello"], 16)
+    assert raised.value is error and not isinstance(raised.value, VerificationError)
+    # any other failure to reload is still the artifact's
+    failure = RuntimeError("Error(s) in loading state_dict: size mismatch for encoder.layer.0.attention.self.query")
+    with pytest.raises(VerificationError, match=r"it cannot be reloaded \(Error\(s\) in loading state_dict: size"):
+        artifacts.verify_reload(candidate, tmp_path, ["hello"], 16)

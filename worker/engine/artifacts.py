@@ -132,6 +132,18 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu"):
     return model.to(device), tokenizer
 
 
+# What torch's CUDA and CPU allocators say when an allocation fails (RuntimeError or OSError); the worker
+# (worker/oom.py, outside the engine) recognises the same, so such a failure stays an out-of-memory one.
+_OOM_MESSAGES = ("out of memory", "can't allocate memory", "cannot allocate memory", "not enough memory",
+                 "std::bad_alloc")
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):  # CUDA's, a RuntimeError
+        return True
+    return isinstance(exc, RuntimeError | OSError) and any(m in str(exc).lower() for m in _OOM_MESSAGES)
+
+
 @torch.no_grad()
 def verify_reload(candidate: Candidate, path: Path, texts: list[str], max_length: int) -> float:
     """Reload the saved artifact and compare its outputs with the in-memory model; return the max
@@ -139,6 +151,8 @@ def verify_reload(candidate: Candidate, path: Path, texts: list[str], max_length
     try:
         model, _ = load_artifact(path, device=candidate.device)
     except (ArtifactError, RuntimeError, OSError, ValueError, KeyError) as exc:
+        if _out_of_memory(exc):
+            raise  # the job is too large for this machine (the worker says out_of_memory), not a broken artifact
         text = str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__
         raise VerificationError(f"the artifact saved at {path} failed verification: it cannot be reloaded "
                                 f"({text})") from None
