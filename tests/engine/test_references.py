@@ -249,3 +249,59 @@ def test_a_load_that_meets_a_code_running_pickle_says_unsafe_input(tiny_bert, tm
     with pytest.raises(UnsafeInputError, match="holds a pickle that would run code"):
         get_task("feature-extraction").load(ResolvedModel(str(model_dir)))
     assert not marker.exists()
+
+
+def test_a_partly_downloaded_sharded_hub_snapshot_is_not_taken_as_cached(tiny_bert, tmp_path, monkeypatch):
+    """One shard of two in the cache (an interrupted download): online the load completes the download rather
+    than being pinned to the cache; offline it is refused at the reference, naming the missing shard."""
+    from safetensors.torch import load_file, save_file
+
+    from worker.engine import references
+
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(tiny_bert, snapshot)
+    weights = load_file(snapshot / "model.safetensors")
+    (snapshot / "model.safetensors").unlink()
+    keys = sorted(weights)
+    shards = {"model-00001-of-00002.safetensors": keys[:len(keys) // 2],
+              "model-00002-of-00002.safetensors": keys[len(keys) // 2:]}
+    index = {"metadata": {}, "weight_map": {k: name for name, names in shards.items() for k in names}}
+    (snapshot / "model.safetensors.index.json").write_text(json.dumps(index))
+    first = "model-00001-of-00002.safetensors"
+    save_file({k: weights[k] for k in shards[first]}, snapshot / first, metadata={"format": "pt"})
+    monkeypatch.setattr(references, "hub_snapshot", lambda repo_id, revision: snapshot)
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        monkeypatch.delenv(var, raising=False)
+    ref = HubRef(source="hf", id="acme/sharded", revision="b" * 40)
+
+    resolved = _resolve(ref, [], tmp_path)
+    assert resolved.snapshot is None and resolved.name_or_path == "acme/sharded"  # not local_files_only
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(ModelReferenceError, match=r"acme/sharded@b{40} is only partly in the local Hugging Face "
+                                                  r"cache \(model-00002-of-00002.safetensors is missing\)"):
+        _resolve(ref, [], tmp_path)
+
+    second = "model-00002-of-00002.safetensors"
+    save_file({k: weights[k] for k in shards[second]}, snapshot / second, metadata={"format": "pt"})
+    assert _resolve(ref, [], tmp_path).snapshot == snapshot  # complete: read from the cache, offline too
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    assert _resolve(ref, [], tmp_path).snapshot == snapshot
+
+
+def test_a_sharded_pickle_checkpoint_has_each_shard_checked(tiny_bert, tmp_path):
+    """pytorch_model.bin.index.json names the shards: they are the weights, and each goes through the
+    restricted unpickler (a plain one is accepted, one that would run code is refused before any load)."""
+    model_dir = tmp_path / "sharded"
+    shutil.copytree(tiny_bert, model_dir)
+    (model_dir / "model.safetensors").unlink()
+    shards = ("pytorch_model-00001-of-00002.bin", "pytorch_model-00002-of-00002.bin")
+    (model_dir / "pytorch_model.bin.index.json").write_text(json.dumps(
+        {"metadata": {}, "weight_map": {"a.weight": shards[0], "b.weight": shards[1]}}))
+    torch.save({"a.weight": torch.zeros(2)}, model_dir / shards[0])
+    torch.save({"b.weight": torch.zeros(2)}, model_dir / shards[1])
+    check_model_dir(model_dir)
+    marker = tmp_path / "pwned"
+    torch.save({"b.weight": _Payload(marker)}, model_dir / shards[1])
+    with pytest.raises(UnsafeInputError, match=f"{shards[1]} is a pickle that would run code"):
+        check_model_dir(model_dir)
+    assert not marker.exists()

@@ -23,6 +23,8 @@ from .errors import ModelReferenceError, UnsafeInputError
 from .recipe import ArchiveRef, BundledRef, HubRef, LocalRef, ModelRef
 
 _PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth")
+_SAFE_INDEX = "model.safetensors.index.json"
+_PICKLE_INDEX = "pytorch_model.bin.index.json"  # a sharded pickle checkpoint's shards
 
 
 @dataclass
@@ -102,8 +104,41 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return None if config is None else Path(config).parent
 
 
-def _has_weights(path: Path) -> bool:
-    return any(path.glob("*.safetensors")) or any((path / n).is_file() for n in _PICKLE_WEIGHTS)
+def _index_shards(index: Path) -> list[str] | None:
+    """The shard files a sharded checkpoint's index names (plain names beside it); None if unreadable."""
+    try:
+        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
+    except (OSError, ValueError, AttributeError):
+        return None
+    if not isinstance(weight_map, dict) or not weight_map:
+        return None
+    names = set(weight_map.values())
+    if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
+        return None
+    return sorted(names)
+
+
+def _missing_shards(index: Path) -> list[str] | None:
+    """None if every shard the index names is present; else what is missing (an interrupted download)."""
+    shards = _index_shards(index)
+    if shards is None:
+        return [f"a readable {index.name}"]
+    return [n for n in shards if not (index.parent / n).is_file()] or None
+
+
+def _missing_weights(path: Path) -> list[str] | None:
+    """None where the snapshot holds a complete set of weights, else what it lacks ([]: no weights at all).
+    In transformers' order: one safetensors file, its sharded index, one pickle, the pickles' index; a sharded
+    index whose shards are not all there stops the load, whatever else is cached."""
+    if (path / "model.safetensors").is_file():
+        return None
+    if (path / _SAFE_INDEX).is_file():
+        return _missing_shards(path / _SAFE_INDEX)
+    if any((path / n).is_file() for n in _PICKLE_WEIGHTS):
+        return None
+    if (path / _PICKLE_INDEX).is_file():
+        return _missing_shards(path / _PICKLE_INDEX)
+    return None if any(path.glob("*.safetensors")) else []
 
 
 def _resolve_hub(ref: HubRef) -> ResolvedModel:
@@ -112,7 +147,13 @@ def _resolve_hub(ref: HubRef) -> ResolvedModel:
     pickle reader is the restricted one too (Task.load turns a refusal into UnsafeInputError)."""
     provenance = {"source": "hf", "id": ref.id, "revision": ref.revision}
     snapshot = hub_snapshot(ref.id, ref.revision)
-    if snapshot is not None and (_has_weights(snapshot) or hub_offline()):
+    missing = None if snapshot is None else _missing_weights(snapshot)
+    if snapshot is not None and missing and hub_offline():
+        raise ModelReferenceError(f"{ref.id}@{ref.revision} is only partly in the local Hugging Face cache "
+                                  f"({', '.join(missing[:3])}{' and more' if len(missing) > 3 else ''} "
+                                  f"{'is' if len(missing) == 1 else 'are'} missing) and the hub cannot be reached "
+                                  "(offline)")
+    if snapshot is not None and (missing is None or hub_offline()):
         check_model_dir(snapshot)
         return ResolvedModel(ref.id, ref.revision, provenance, snapshot)
     if hub_offline():
@@ -214,6 +255,8 @@ def check_model_dir(path: Path) -> None:
     if any(path.glob("*.safetensors")):
         return
     pickles = [path / n for n in _PICKLE_WEIGHTS if (path / n).is_file()]
+    if not pickles and (path / _PICKLE_INDEX).is_file():
+        pickles = [path / n for n in _index_shards(path / _PICKLE_INDEX) or () if (path / n).is_file()]
     if not pickles:
         raise ModelReferenceError(f"{path} has no weights (model.safetensors or pytorch_model.bin)")
     for p in pickles:
