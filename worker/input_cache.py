@@ -19,10 +19,13 @@ import fcntl
 import logging
 import os
 import shutil
+import stat
 from collections.abc import Iterable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+
+from app.store import Store, fetch_inputs, store_inputs
 
 log = logging.getLogger("distillery.worker")
 KINDS = ("datasets", "models")
@@ -66,7 +69,17 @@ class Entry:
 
 
 def _size(path: Path) -> int:
-    return sum(p.lstat().st_size for p in path.rglob("*") if p.is_file() and not p.is_symlink())
+    # Other processes change the cache meanwhile (an evictor removes an entry, a fetch renames a .part file into
+    # place): os.walk skips a directory that has gone, and a file that has gone counts for nothing.
+    total = 0
+    for root, _, files in os.walk(path):
+        for name in files:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except FileNotFoundError:
+                continue
+            total += st.st_size if stat.S_ISREG(st.st_mode) else 0
+    return total
 
 
 def entries(data_dir: Path) -> list[Entry]:
@@ -78,7 +91,10 @@ def entries(data_dir: Path) -> list[Entry]:
                 continue
             key = f"uploads/{kind}/{path.name}"
             lock = _lock_path(data_dir, key)
-            used = lock.stat().st_mtime if lock.exists() else path.stat().st_mtime
+            try:
+                used = lock.stat().st_mtime if lock.exists() else path.stat().st_mtime
+            except FileNotFoundError:
+                continue  # removed by another process since the listing
             found.append(Entry(key, _size(path), used))
     return found
 
@@ -115,3 +131,44 @@ def evict(data_dir: Path, max_bytes: int, keep: set[str] = frozenset()) -> list[
         log.info("input cache: removed %d least recently used upload(s) to stay under %d bytes: %s",
                  len(removed), max_bytes, ", ".join(removed))
     return removed
+
+
+def _incoming(store: Store, data_dir: Path, recipe: dict) -> int:
+    """Bytes the fetch of a job's inputs will add here: what the store holds less the right-sized local copies."""
+    total = 0
+    for key, is_dir in store_inputs(recipe):
+        listed = store.list(key.rstrip("/") + "/") if is_dir else [(key, store.size(key) or 0, None)]
+        for sub, size, _ in listed:
+            try:
+                total += 0 if (data_dir / sub).stat().st_size == size else size
+            except OSError:
+                total += size
+    return total
+
+
+@contextmanager
+def _one_evictor(data_dir: Path) -> Iterator[None]:
+    """One evictor at a time on this machine. Waiting is safe and short: an evictor never waits for an entry's
+    lock, so it cannot deadlock with a job, and the next evictor then sees what the first removed."""
+    path = data_dir / "uploads" / LOCKS / "evict.lock"  # no entry's lock file: those are named <kind>-<id>
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def prepare(store: Store, data_dir: Path, recipe: dict, max_bytes: int, keep: set[str]) -> None:
+    """Fetch a job's inputs into data_dir. With a cap (max_bytes > 0) the cache is cut back first, leaving room
+    for what the fetch adds: evicting after it would let a big new teacher fill the disk first. `keep`: this
+    job's entries, which the caller holds."""
+    if max_bytes > 0:
+        room = max(0, max_bytes - _incoming(store, data_dir, recipe))
+        try:
+            with _one_evictor(data_dir):
+                evict(data_dir, room, keep)
+        except OSError as exc:  # the cache is an optimisation: never a reason to fail the job
+            log.warning("input cache: eviction failed, the job goes on: %s", exc)
+    fetch_inputs(store, data_dir, recipe)

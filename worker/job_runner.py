@@ -17,13 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from celery.exceptions import SoftTimeLimitExceeded
-from sqlalchemy import update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from app.db.base import session_scope, utcnow
-from app.db.models import Job, StageRun
+from app.db.models import Event, Job, StageRun
 from app.settings import Settings
-from app.store import fetch_inputs, get_store, store_inputs
+from app.store import get_store, store_inputs
 from worker import artifacts_out, checkpoints, input_cache, routing, stage_info
 from worker.celery_app import clear_marker, enqueue_job
 from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, parse_recipe
@@ -94,8 +94,10 @@ def run_job(settings: Settings, job_id: str, worker_name: str | None = None) -> 
         finally:
             _free_memory()
     if lease.lost.is_set():
+        # Keep out_dir: the worker that owns the job now may be a sibling process on this host, sharing data_dir
+        # and running in this very directory. Re-reading the row first would still race with its claim. The
+        # owner's own finish, or gc, removes the directory.
         log.warning("job %s: lease lost; another worker owns it now", job_id)
-        _drop_local(settings, out_dir)  # its checkpoints are in the store, for the worker that owns it now
         return "lease_lost"
     if outcome is None:  # the worker is shutting down: hand the job back, to resume elsewhere
         ok = progress.commit([_job_event("interrupted: the worker is shutting down; the job resumes from its "
@@ -119,11 +121,13 @@ def _hand_back_without_cuda(settings: Settings, job_id: str, owner: str, out_dir
         if not routing.claimable(job.status, job.cancel_requested, job.lease_expires_at, utcnow()):
             return False  # finished, or run by another worker: the claim says so as usual
         queue = job.queue
+        last = session.scalar(select(Event.message).where(Event.job_id == job_id).order_by(Event.seq.desc()).limit(1))
     if routing.cuda_available():
         return False
     message = routing.refusal()
-    JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir).commit([_job_event(message)], check_lease=False)
-    log.warning("job %s: %s", job_id, message)
+    if last != message:  # outside the solo pool the job comes back every pause: say it once, not every 10 s
+        JobProgress(settings.sqlalchemy_url, job_id, owner, out_dir).commit([_job_event(message)], check_lease=False)
+        log.warning("job %s: %s", job_id, message)
     if not routing.stop_consuming(queue):  # before the send, so that this worker cannot take it again
         # Not a solo-pool worker (its consumer is in another process): it may get the job back, so pace the
         # round trips instead of spinning on them.
@@ -154,9 +158,8 @@ def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress,
             # Inputs held in the store (relative paths) are fetched into this worker's data_dir, the engine's
             # base_dir, and reused by later jobs; with the local store they are already there. So are the
             # checkpoints of stages an earlier attempt finished, possibly on another machine.
-            fetch_inputs(store, settings.data_dir, job.recipe)
-            if settings.remote_store and settings.worker_cache_max_gb > 0:
-                input_cache.evict(settings.data_dir, int(settings.worker_cache_max_gb * 1024**3), in_use)
+            cap = int(settings.worker_cache_max_gb * 1024**3) if settings.remote_store else 0
+            input_cache.prepare(store, settings.data_dir, job.recipe, cap, in_use)  # evicts, then fetches
             checkpoints.fetch(store, settings.data_dir, out_dir)
             result = run_engine(parse_recipe(job.recipe), out_dir, base_dir=settings.data_dir, roots=roots,
                                 ctx=ctx, resume=True)

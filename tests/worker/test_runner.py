@@ -1,11 +1,12 @@
-"""The job runner's outcomes that need no worker process to show: a failed quality gate, the time limit
-and an unexpected exception. (Called in this process; the task itself is exercised in test_jobs.py.)"""
+"""The job runner's outcomes that need no worker process to show: a failed quality gate, the time limit,
+an unexpected exception, a lost lease and a GPU job handed back. (Called in this process; the task itself is
+exercised in test_jobs.py.)"""
 
 from __future__ import annotations
 
-from worker import job_runner
+from worker import job_runner, routing
 
-from .conftest import DISTILL, get_job, job_artifacts, job_events, make_job, recipe
+from .conftest import DISTILL, get_job, job_artifacts, job_events, make_job, recipe, update_job
 
 
 def test_a_failed_gate_fails_the_job_naming_the_task_and_the_shortfall(settings):
@@ -41,3 +42,37 @@ def test_an_unexpected_exception_fails_the_job_as_internal(settings, monkeypatch
     job = get_job(settings, job_id)
     assert (job.failure_code, job.failure_message) == ("internal_error", "RuntimeError: boom")
     assert job.lease_owner is None and job.lease_expires_at is None and job.finished_at is not None
+
+
+def test_a_lost_lease_leaves_the_job_directory_to_the_worker_that_owns_it_now(settings, monkeypatch):
+    """With S3 a finished job's directory is dropped. The new owner may be a sibling process on this host (one per
+    GPU, one data_dir), running in that very directory: losing the lease must not delete it under it."""
+    job_id = make_job(settings, [DISTILL])
+    checkpoint = settings.jobs_dir / job_id / "stages" / "00-distill" / "stage.json"
+
+    def run_until_a_sibling_takes_over(s, job, out_dir, progress, lease, worker):
+        checkpoint.parent.mkdir(parents=True)
+        checkpoint.write_text("{}")  # the sibling's checkpoint, in the directory both processes share
+        update_job(settings, job.id, lease_owner="sibling-on-this-host")
+        lease.lost.set()
+        return job_runner.Outcome("cancelled")
+
+    monkeypatch.setattr(job_runner, "_execute", run_until_a_sibling_takes_over)
+    assert job_runner.run_job(settings.model_copy(update={"store": "s3"}), job_id) == "lease_lost"
+    assert checkpoint.read_text() == "{}"
+    assert get_job(settings, job_id).lease_owner == "sibling-on-this-host"
+
+
+def test_a_gpu_job_handed_back_again_and_again_says_so_once(settings, monkeypatch):
+    """Outside the solo pool a worker without CUDA keeps getting the job back every pause: one event, not one per
+    round trip (thousands a day)."""
+    sent = []
+    monkeypatch.setattr(routing, "cuda_available", lambda: False)
+    monkeypatch.setattr(job_runner, "HAND_BACK_PAUSE_S", 0)
+    monkeypatch.setattr(job_runner, "enqueue_job", lambda s, job_id, queue: sent.append((job_id, queue)))
+    job_id = make_job(settings, [DISTILL], queue="gpu", raw_recipe=recipe(settings, [DISTILL], device="cuda"))
+    assert [job_runner.run_job(settings, job_id) for _ in range(3)] == ["handed_back"] * 3
+    assert sent == [(job_id, "gpu")] * 3  # sent back every time, for a worker with a GPU
+    assert [e.message for e in job_events(settings, job_id)] == [routing.refusal()]
+    job = get_job(settings, job_id)
+    assert (job.status, job.attempts, job.lease_owner) == ("queued", 0, None)
