@@ -45,6 +45,9 @@ def test_one_worker_process_per_gpu(settings):
         os.kill(gone, signal.SIGKILL)  # a worker that dies (out of memory, say) is started again
         wait_until(lambda: any(env["CUDA_VISIBLE_DEVICES"] == "0" and pid != gone
                                for pid, env in children(sup.proc.pid).items()), timeout=30, what="a restart")
+        # stopped once it is up: a Celery process still booting (importing torch on a loaded machine) may
+        # take longer to act on SIGTERM than this test's stop allows, and CI once saw exactly that
+        wait_until(lambda: sup.text().count(" ready.") >= 3, timeout=90, what="the restarted worker")
         kids = children(sup.proc.pid)
     finally:
         assert sup.stop() == 0
