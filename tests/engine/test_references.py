@@ -70,12 +70,16 @@ class _Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+def _evil_copy(model: Path, dest: Path, marker: Path) -> None:
+    """A copy of `model` whose weights are a pickle that would create `marker` when unpickled."""
+    shutil.copytree(model, dest)
+    (dest / "model.safetensors").unlink()
+    torch.save({"weight": _Payload(marker)}, dest / "pytorch_model.bin")
+
+
 def test_pickle_that_runs_code_is_refused_and_never_runs(tiny_bert, tmp_path):
-    model_dir = tmp_path / "evil"
-    shutil.copytree(tiny_bert, model_dir)
-    (model_dir / "model.safetensors").unlink()
-    marker = tmp_path / "pwned"
-    torch.save({"weight": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    model_dir, marker = tmp_path / "evil", tmp_path / "pwned"
+    _evil_copy(tiny_bert, model_dir, marker)
     with pytest.raises(UnsafeInputError, match="pickle that would run code"):
         _resolve(LocalRef(source="local", path=str(model_dir)), [tmp_path], tmp_path)
     assert not marker.exists()
@@ -221,10 +225,8 @@ def test_hub_snapshot_with_a_code_running_pickle_is_refused_by_the_cli(tiny_bert
 
     revision = "0123456789abcdef0123456789abcdef01234567"
     snapshot = tmp_path / "hub" / "models--acme--evil" / "snapshots" / revision
-    shutil.copytree(tiny_bert, snapshot)
-    (snapshot / "model.safetensors").unlink()
     marker = tmp_path / "pwned"
-    torch.save({"weight": _Payload(marker)}, snapshot / "pytorch_model.bin")
+    _evil_copy(tiny_bert, snapshot, marker)
     recipe = {"teacher": {"source": "hf", "id": "acme/evil", "revision": revision}, "task": "feature-extraction",
               "data": {"train": str(data["train"])}, "stages": [{"kind": "distill"}]}
     (tmp_path / "r.json").write_text(json.dumps(recipe))
@@ -241,11 +243,8 @@ def test_hub_snapshot_with_a_code_running_pickle_is_refused_by_the_cli(tiny_bert
 def test_a_load_that_meets_a_code_running_pickle_says_unsafe_input(tiny_bert, tmp_path):
     """Defence in depth: a load that bypassed the reference checks (transformers' own download of a hub
     model, say) refuses the pickle through transformers' weights_only reader; that is unsafe input."""
-    model_dir = tmp_path / "evil"
-    shutil.copytree(tiny_bert, model_dir)
-    (model_dir / "model.safetensors").unlink()
-    marker = tmp_path / "pwned"
-    torch.save({"weight": _Payload(marker)}, model_dir / "pytorch_model.bin")
+    model_dir, marker = tmp_path / "evil", tmp_path / "pwned"
+    _evil_copy(tiny_bert, model_dir, marker)
     with pytest.raises(UnsafeInputError, match="holds a pickle that would run code"):
         get_task("feature-extraction").load(ResolvedModel(str(model_dir)))
     assert not marker.exists()
