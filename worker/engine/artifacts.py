@@ -126,8 +126,10 @@ def load_artifact(path: str | Path, device: str | torch.device = "cpu"):
                 raise ArtifactError(f"{path}: weights do not match the model (missing {untied[:3]}, "
                                     f"unexpected {unexpected[:3]})")
             model.tie_weights()
-            if q is not None:
-                model = model.to(torch.float16 if q["method"] == "fp16" else torch.bfloat16)
+            if q is not None:  # a cast saved as safetensors (a head-pruned one: no plain load)
+                from .stages.quantize import rebuild_quantized
+
+                model = rebuild_quantized(model, q)
     model.eval()
     return model.to(device), tokenizer
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .architecture import ModelInfo
 from .data import Dataset
 from .errors import RecipeError
+from .quantization import NO_QUANTIZATION, get_method, short_id
 from .recipe import (
     DistillConfig,
     PruneMagnitudeConfig,
@@ -88,8 +89,7 @@ class Point:
 
     @property
     def id(self) -> str:
-        q = {"none": "fp32", "fp16": "fp16", "bf16": "bf16", "int8-weight-only": "i8w", "int8-dynamic": "i8d",
-             "int4-weight-only": "i4w"}[self.quantization]
+        q = short_id(self.quantization)
         return f"d{self.depth}-s{round(self.sparsity * 100):02d}-{q}" + ("e" if self.embeddings == "int8" else "")
 
     def as_dict(self) -> dict:
@@ -97,10 +97,10 @@ class Point:
 
 
 def grid(recipe: Recipe) -> list[Point]:
-    """Every point of the space; int8 embeddings only with int8-dynamic (the one format that has them)."""
+    """Every point of the space; int8 embeddings only with a method that quantizes them (int8-dynamic)."""
     space = recipe.search.space
     return [Point(d, s, q, e) for d in space.depth for s in space.sparsity for q in space.quantization
-            for e in space.embeddings if e == "keep" or q == "int8-dynamic"]
+            for e in space.embeddings if e == "keep" or (q != NO_QUANTIZATION and get_method(q).int8_embeddings)]
 
 
 def distill_config(recipe: Recipe, depth: int) -> DistillConfig:
@@ -119,7 +119,7 @@ def prune_config(recipe: Recipe, sparsity: float) -> PruneStructuredConfig | Pru
 
 
 def quantize_config(point: Point) -> QuantizeConfig | None:
-    if point.quantization == "none":
+    if point.quantization == NO_QUANTIZATION:
         return None
     return QuantizeConfig(kind="quantize", method=point.quantization, embeddings=point.embeddings)
 

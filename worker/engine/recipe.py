@@ -14,6 +14,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from .errors import RecipeError
+from .quantization import get_method, method_names
+from .quantization.registry import MethodName
 from .recipe_multi import TASK_NAME, SearchConfig, Strategy, TaskSpec
 
 TaskName = Literal["feature-extraction", "sequence-classification", "causal-lm"]
@@ -155,7 +157,8 @@ class PruneStructuredConfig(Strict):
         return self
 
 
-QuantMethod = Literal["int8-dynamic", "int8-weight-only", "int4-weight-only", "fp16", "bf16"]
+# A registered method's name (worker/engine/quantization): the registry, not this file, lists them.
+QuantMethod = MethodName
 
 
 class QuantizeConfig(Strict):
@@ -166,8 +169,10 @@ class QuantizeConfig(Strict):
 
     @model_validator(mode="after")
     def _embeddings(self) -> QuantizeConfig:
-        if self.embeddings == "int8" and self.method != "int8-dynamic":
-            raise ValueError("embeddings: int8 goes with method int8-dynamic (both are CPU serving formats)")
+        if self.embeddings == "int8" and not get_method(self.method).int8_embeddings:
+            with_embeddings = [n for n in method_names() if get_method(n).int8_embeddings]
+            raise ValueError(f"embeddings: int8 goes with method {' or '.join(with_embeddings)} "
+                             "(the methods that quantize the embedding table)")
         return self
 
 

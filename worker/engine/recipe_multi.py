@@ -10,6 +10,9 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from .quantization import NO_QUANTIZATION, get_method
+from .quantization.registry import SearchMethodName
+
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$"  # also a directory name and part of event labels (64 chars)
 
 
@@ -30,7 +33,7 @@ class TaskSpec(_Strict):
 Strategy = Literal["per-task", "shared", "both"]
 
 # Quantization choices of a search; "none" keeps the float student.
-SearchQuant = Literal["none", "fp16", "bf16", "int8-weight-only", "int8-dynamic", "int4-weight-only"]
+SearchQuant = SearchMethodName  # a registered quantization method, or "none"
 SearchPrune = Literal["neurons", "heads-and-neurons", "magnitude"]
 
 
@@ -48,8 +51,10 @@ class SearchSpace(_Strict):
             values = getattr(self, name)
             if len(set(values)) != len(values):
                 raise ValueError(f"{name} lists a value twice")
-        if "int8" in self.embeddings and "int8-dynamic" not in self.quantization:
-            raise ValueError("embeddings int8 goes with quantization int8-dynamic, which the space does not list")
+        if "int8" in self.embeddings and not any(q != NO_QUANTIZATION and get_method(q).int8_embeddings
+                                                  for q in self.quantization):
+            raise ValueError("embeddings int8 goes with a quantization that quantizes the embedding table "
+                             "(int8-dynamic), which the space does not list")
         return self
 
 

@@ -21,27 +21,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .multi_plan import Point
-
-# b is at least as aggressive as a (coarser numbers): the pairs (a, b) besides a == b
-_Q_LESS = {
-    "none": {"fp16", "bf16", "int8-weight-only", "int8-dynamic", "int4-weight-only"},
-    "fp16": {"bf16", "int8-weight-only", "int8-dynamic", "int4-weight-only"},
-    "bf16": {"int8-weight-only", "int8-dynamic", "int4-weight-only"},
-    "int8-weight-only": {"int8-dynamic", "int4-weight-only"},
-}
-_Q_RANK = {"none": 0, "fp16": 1, "bf16": 2, "int8-weight-only": 3, "int8-dynamic": 4, "int4-weight-only": 5}
+from .quantization import at_least_as_coarse, search_rank
 
 
 def at_most_as_aggressive(a: Point, b: Point) -> bool:
     """a <= b: b is at least as aggressive as a on every axis (so b passing implies a passes)."""
-    quant = a.quantization == b.quantization or b.quantization in _Q_LESS.get(a.quantization, ())
-    return (b.depth <= a.depth and b.sparsity >= a.sparsity and quant
+    return (b.depth <= a.depth and b.sparsity >= a.sparsity and at_least_as_coarse(a.quantization, b.quantization)
             and (a.embeddings == b.embeddings or b.embeddings == "int8"))
 
 
 def gentleness(p: Point) -> tuple:
     """Tie-break among equal objectives: the less aggressive point (it keeps more quality)."""
-    return (-p.depth, p.sparsity, _Q_RANK[p.quantization], p.embeddings == "int8")
+    return (-p.depth, p.sparsity, search_rank(p.quantization), p.embeddings == "int8")
 
 
 @dataclass(frozen=True)

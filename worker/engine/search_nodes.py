@@ -24,6 +24,7 @@ from .context import RunContext
 from .measure import dir_size, latency
 from .multi_plan import Point, distill_config, prune_config, quantize_config
 from .plan import Plan
+from .quantization import NO_QUANTIZATION
 from .runner import _write_json, load_candidate
 from .stages import build_stage
 
@@ -35,7 +36,7 @@ def node_ids(point: Point) -> list[tuple[str, object]]:
     ids = [(f"d{point.depth}", "distill")]
     if point.sparsity:
         ids.append((f"d{point.depth}-s{round(point.sparsity * 100):02d}", "prune"))
-    if point.quantization != "none":
+    if point.quantization != NO_QUANTIZATION:
         ids.append((point.id, "quantize"))
     return ids
 
