@@ -31,7 +31,7 @@ from .db.base import session_scope, utcnow
 from .db.models import Artifact, DatasetRecord, Job, ModelRecord
 from .repositories.jobs import purge_idempotency_keys
 from .settings import Settings
-from .store import S3Store, get_store, store_inputs
+from .store import get_store, store_inputs
 
 LIVE = ("queued", "running", "cancelling")
 # No upload takes a day: a staging directory untouched that long belongs to an API process that died mid-upload.
@@ -120,8 +120,7 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
         if dry_run:
             session.rollback()
     if dry_run:
-        if isinstance(store, S3Store):
-            removed.multipart = [key for key, _ in store.incomplete_uploads(utcnow() - STAGING_STALE)]
+        removed.multipart = [key for key, _ in store.incomplete_uploads(utcnow() - STAGING_STALE)]
         return removed
     for key in removed.artifacts:
         store.delete(key)
@@ -141,8 +140,8 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
                 removed.objects.append(key)
     _remove_local(settings, set(removed.jobs), prefixes)
     removed.staging = _remove_stale_staging(settings.data_dir / "uploads" / ".staging")
-    if isinstance(store, S3Store):  # no upload runs for a day: an older one's process was killed mid-upload
-        removed.multipart = store.abort_incomplete_uploads(utcnow() - STAGING_STALE)
+    # No upload runs for a day: an older one's process was killed mid-upload.
+    removed.multipart = store.abort_incomplete_uploads(utcnow() - STAGING_STALE)
     return removed
 
 

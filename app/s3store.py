@@ -71,6 +71,9 @@ class S3Store:
             raise
         return local
 
+    def local_path(self, key: str) -> Path | None:
+        return None  # a remote store: each machine keeps its own copy under data_dir
+
     def read_bytes(self, key: str) -> bytes | None:
         """A small object's content (a checkpoint's marker); None: no such object."""
         try:

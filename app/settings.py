@@ -7,7 +7,7 @@ import json
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -42,8 +42,9 @@ class Settings(BaseSettings):
                               "submit (422)")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
-    store: Literal["local", "s3"] = Field("local", description="where uploads and job outputs live: data_dir "
-                                          "(local), or an S3-compatible bucket shared by every machine (s3)")
+    store: str = Field("local", description="where uploads and job outputs live: data_dir "
+                                          "(local), or an S3-compatible bucket shared by every machine (s3); any "
+                                          "backend registered with app.store.register_store_backend")
     s3_bucket: str = Field("distillery", description="the bucket (store s3)")
     s3_prefix: str = Field("", description="a key prefix inside the bucket, e.g. prod/")
     s3_endpoint_url: str | None = Field(None, description="a MinIO or other S3-compatible endpoint; unset for "
@@ -63,6 +64,15 @@ class Settings(BaseSettings):
                                        "first, before each job; 0: no limit")
     retention_days: float = Field(30, gt=0, description="`distillery gc` removes uploads and job outputs older "
                                                        "than this that no live job needs")
+
+    @field_validator("store")
+    @classmethod
+    def _known_store(cls, value: str) -> str:
+        from .store import store_backend_names  # here: the store module imports these settings
+
+        if value not in store_backend_names():
+            raise ValueError(f"unknown store backend {value!r}; known: {', '.join(store_backend_names())}")
+        return value
 
     @field_validator("model_roots", mode="before")
     @classmethod

@@ -180,3 +180,18 @@ class LocalStore:
 
     def presign(self, key: str, filename: str) -> str | None:
         return None  # served by the API itself
+
+    def local_path(self, key: str) -> Path | None:
+        return self.path(key)  # the store is this machine's directory: nothing to fetch or push
+
+    def read_bytes(self, key: str) -> bytes | None:
+        try:
+            return self.path(key).read_bytes()
+        except (FileNotFoundError, StoreError):
+            return None
+
+    def incomplete_uploads(self, initiated_before: datetime) -> list[tuple[str, str]]:
+        return []  # a copy is renamed into place whole; partial uploads are .staging (gc removes those itself)
+
+    def abort_incomplete_uploads(self, initiated_before: datetime) -> list[str]:
+        return []

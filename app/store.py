@@ -12,7 +12,7 @@ The S3 implementation is in app/s3store.py.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
@@ -20,9 +20,10 @@ from typing import Protocol
 
 from .s3store import S3Store, check_key
 from .settings import Settings
-from .storage import LocalStore
+from .storage import LocalStore, StoreError
 
-__all__ = ["S3Store", "Store", "check_key", "fetch_inputs", "get_store", "materialise", "store_inputs", "upload_dir"]
+__all__ = ["S3Store", "Store", "check_key", "fetch_inputs", "get_store", "materialise", "register_store_backend",
+           "store_backend_names", "store_inputs", "unregister_store_backend", "upload_dir"]
 
 
 class Store(Protocol):
@@ -33,6 +34,12 @@ class Store(Protocol):
     def delete(self, key: str) -> None: ...
     def list(self, prefix: str) -> Iterator[tuple[str, int, datetime]]: ...  # (key, size, last modified)
     def presign(self, key: str, filename: str) -> str | None: ...  # None: the API streams it itself
+    # The object's path when the store is this machine's own directory (nothing to fetch or push), else None.
+    def local_path(self, key: str) -> Path | None: ...
+    def read_bytes(self, key: str) -> bytes | None: ...  # a small object (a checkpoint marker); None: absent
+    # Uploads begun before the time and never completed: (key, upload id); and aborting them (gc).
+    def incomplete_uploads(self, initiated_before: datetime) -> list[tuple[str, str]]: ...
+    def abort_incomplete_uploads(self, initiated_before: datetime) -> list[str]: ...
 
 
 _LOCK = threading.Lock()
@@ -43,15 +50,47 @@ def _s3_store(*args) -> S3Store:
     return S3Store(*args)
 
 
-def get_store(settings: Settings) -> Store:
-    if settings.store == "s3":
-        # One client per configuration: making one costs milliseconds, and boto3's default session is not
-        # safe to make clients from in several threads at once. A client itself is thread-safe.
-        with _LOCK:
-            return _s3_store(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_presign,
-                             settings.s3_multipart_threshold, settings.s3_part_size,
-                             settings.s3_public_endpoint_url, settings.s3_presign_expiry_seconds)
+StoreFactory = Callable[[Settings], Store]
+_BACKENDS: dict[str, StoreFactory] = {}
+
+
+def register_store_backend(name: str, factory: StoreFactory) -> None:
+    """A store backend, chosen by `DISTILLERY_STORE=<name>`: a factory from the settings to a Store."""
+    _BACKENDS[name] = factory
+
+
+def unregister_store_backend(name: str) -> None:
+    _BACKENDS.pop(name, None)
+
+
+def store_backend_names() -> list[str]:
+    return list(_BACKENDS)
+
+
+def _local(settings: Settings) -> Store:
     return LocalStore(settings.data_dir)
+
+
+def _s3(settings: Settings) -> Store:
+    # One client per configuration: making one costs milliseconds, and boto3's default session is not
+    # safe to make clients from in several threads at once. A client itself is thread-safe.
+    with _LOCK:
+        return _s3_store(settings.s3_bucket, settings.s3_prefix, settings.s3_endpoint_url, settings.s3_presign,
+                         settings.s3_multipart_threshold, settings.s3_part_size,
+                         settings.s3_public_endpoint_url, settings.s3_presign_expiry_seconds)
+
+
+register_store_backend("local", _local)
+register_store_backend("s3", _s3)
+
+
+def get_store(settings: Settings) -> Store:
+    try:
+        factory = _BACKENDS[settings.store]
+    except KeyError:
+        raise StoreError(f"DISTILLERY_STORE={settings.store!r} is not a store backend "
+                         f"(known: {', '.join(_BACKENDS)})") from None
+    return factory(settings)
 
 
 def upload_dir(store: Store, local: Path, prefix: str) -> None:
@@ -67,8 +106,8 @@ def materialise(store: Store, data_dir: Path, key: str, *, is_dir: bool = False)
     Uploads are immutable (their keys carry their id), so a copy of the right size is reused across jobs. Keys
     that a later attempt rewrites (a job's checkpoints) go through worker/checkpoints.py's fetch instead, which
     compares each checkpoint's marker, not sizes."""
-    if isinstance(store, LocalStore):
-        return store.path(key)  # the store is this directory: nothing to fetch
+    if (here := store.local_path(key)) is not None:
+        return here  # the store is this directory: nothing to fetch
     local = data_dir / check_key(key)
     if not is_dir:
         if not (local.is_file() and local.stat().st_size == store.size(key)):

@@ -19,7 +19,6 @@ import logging
 import shutil
 from pathlib import Path
 
-from app.storage import LocalStore
 from app.store import Store
 from worker import stage_info
 
@@ -29,17 +28,6 @@ MARKERS = ("stage.json", "node.json", "trial.json", "probe.json")
 RESUMABLE = ("stages", "students", "search")
 # where checkpoint directories lie under out_dir
 SLOTS = ("stages/*", "students/*/stages/*", "search/nodes/*", "search/trials/*", "search/probe")
-
-
-def _marker_bytes(store: Store, key: str, scratch: Path) -> bytes | None:
-    if hasattr(store, "read_bytes"):
-        return store.read_bytes(key)
-    try:
-        return store.get_file(key, scratch).read_bytes()
-    except FileNotFoundError:
-        return None
-    finally:
-        scratch.unlink(missing_ok=True)
 
 
 def _stored(store: Store, base: str) -> dict[str, dict[str, int]]:
@@ -64,7 +52,7 @@ def _complete_copy(store: Store, data_dir: Path, directory: Path, files: dict[st
     if marker is None or not files:
         return False
     key = marker.resolve().relative_to(data_dir.resolve()).as_posix()
-    if key not in files or _marker_bytes(store, key, directory / ".marker.part") != marker.read_bytes():
+    if key not in files or store.read_bytes(key) != marker.read_bytes():
         return False
     return all((data_dir / k).is_file() and (data_dir / k).stat().st_size == size for k, size in files.items())
 
@@ -72,9 +60,9 @@ def _complete_copy(store: Store, data_dir: Path, directory: Path, files: dict[st
 def fetch(store: Store, data_dir: Path, out_dir: Path) -> None:
     """Bring this job's stored checkpoints into out_dir (a fresh worker's resume point), dropping local
     checkpoint directories that are not the stored ones first."""
-    if isinstance(store, LocalStore):
-        return  # the store is this directory
     base = out_dir.resolve().relative_to(data_dir.resolve()).as_posix()
+    if store.local_path(base) is not None:
+        return  # the store is this directory
     groups = _stored(store, base)
     current = set()
     for pattern in SLOTS:
@@ -104,7 +92,7 @@ def push(store: Store, data_dir: Path, checkpoint_dir: Path, worker: dict | None
     base = checkpoint_dir.resolve().relative_to(data_dir.resolve()).as_posix()
     files = sorted(p for p in checkpoint_dir.rglob("*")
                    if p.is_file() and not p.is_symlink() and p != marker and not p.name.startswith("."))
-    if isinstance(store, LocalStore):
+    if store.local_path(base) is not None:
         return  # the files are the store's
     keys = {f"{base}/{p.relative_to(checkpoint_dir).as_posix()}": p for p in [*files, marker]}
     marker_key = f"{base}/{marker.name}"
