@@ -28,7 +28,7 @@ def test_parameter_count_from_the_config_matches_the_model(which, request):
 
 def test_training_activations_match_what_autograd_saves(tiny_bert):
     """The activation term against the bytes of every tensor autograd keeps for backward, measured."""
-    from worker.engine.memory import _activations
+    from worker.engine.memory import activations
 
     model = AutoModel.from_pretrained(tiny_bert, attn_implementation="eager").train()
     info = ModelInfo.from_config(model.config)
@@ -44,7 +44,7 @@ def test_training_activations_match_what_autograd_saves(tiny_bert):
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         model(input_ids=ids).last_hidden_state.mean().backward()
-    predicted = _activations(info, batch, seq, "feature-extraction")
+    predicted = activations(info, batch, seq, "feature-extraction")
     print(f"activations: predicted {predicted / 2**20:.1f} MiB, autograd saved {saved / 2**20:.1f} MiB")
     assert 0.5 < predicted / saved < 2.0, (predicted, saved)
 

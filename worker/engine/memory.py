@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from .architecture import ModelInfo
 from .data import Dataset
-from .recipe import DistillConfig, PruneStructuredConfig, QuantizeConfig
+from .recipe import DistillConfig
 
 FP32 = 4
 CHARS_PER_TOKEN = 4  # English subword text; only used to bound sequence lengths below max_length
@@ -54,14 +54,14 @@ def sequence_length(data: Dataset | None, max_length: int) -> int:
     return max(8, min(max_length, longest // CHARS_PER_TOKEN + 2))
 
 
-def _activations(info: ModelInfo, batch: int, seq: int, task: str) -> int:
+def activations(info: ModelInfo, batch: int, seq: int, task: str) -> int:
     h, i = info.hidden_size, info.intermediate_size or 4 * info.hidden_size
     per_layer = batch * seq * (10 * h + 2 * i) + 3 * batch * info.num_heads * seq * seq
     head = 2 * batch * seq * info.vocab_size if task == "causal-lm" else 0
     return FP32 * (info.num_layers * per_layer + batch * seq * h + head)
 
 
-def _targets(config: DistillConfig, teacher: ModelInfo, student: ModelInfo, data: Dataset, seq: int,
+def teacher_targets(config: DistillConfig, teacher: ModelInfo, student: ModelInfo, data: Dataset, seq: int,
              task: str) -> int:
     rows = len(data.texts())
     # causal LMs: top-k values and int64 indices per token; the others: one pooled vector or logits per row
@@ -74,38 +74,41 @@ def _targets(config: DistillConfig, teacher: ModelInfo, student: ModelInfo, data
     return primary + hidden
 
 
+@dataclass(frozen=True)
+class MemoryInputs:
+    """What a stage's memory hook (Stage.memory_parts) may use: the shapes around it and the data it reads."""
+
+    teacher: ModelInfo
+    before: ModelInfo  # the candidate's shape when the stage starts
+    after: ModelInfo  # and when it ends
+    seq: int  # tokens per training batch
+    task: str
+    train: Dataset | None
+    teacher_weights: int  # bytes
+
+
 def estimate(plan) -> MemoryEstimate:
-    """The peak over the job's steps: evaluating the teacher, then each stage with its model shapes."""
+    """The peak over the job's steps: evaluating the teacher, then each stage with its model shapes (each stage
+    kind says what it holds: Stage.memory_parts)."""
+    from .stages.base import build_stage
+
     recipe, teacher = plan.recipe, plan.info
     task = recipe.task
     seq = sequence_length(plan.env.train, recipe.max_length)
     eval_seq = max((sequence_length(d, recipe.max_length) for d in plan.env.eval.values()), default=seq)
     eval_batch = recipe.evaluate.throughput_batch
     teacher_w = FP32 * parameters(teacher)
-    best = MemoryEstimate(teacher_w + _activations(teacher, eval_batch, eval_seq, task) // 8, "teacher",
+    best = MemoryEstimate(teacher_w + activations(teacher, eval_batch, eval_seq, task) // 8, "teacher",
                           "evaluating the teacher",
                           {"teacher weights": teacher_w,
-                           "inference activations": _activations(teacher, eval_batch, eval_seq, task) // 8})
+                           "inference activations": activations(teacher, eval_batch, eval_seq, task) // 8})
     current = teacher
     for index, (config, after) in enumerate(zip(recipe.stages, plan.infos, strict=False)):
-        weights = FP32 * parameters(after)
-        where, what = f"stages.{index}", f"stage {index} ({config.kind})"
-        if isinstance(config, DistillConfig) and plan.env.train is not None:
-            acts = _activations(after, config.batch_size, seq, task)
-            parts = {"teacher weights": teacher_w, "student weights, gradients and AdamW state": 4 * weights,
-                     f"training activations (batch {config.batch_size} x {seq} tokens)": acts,
-                     "cached teacher targets": _targets(config, teacher, after, plan.env.train, seq, task)}
-        elif isinstance(config, PruneStructuredConfig):
-            # importance scores: one forward and backward pass over a batch of the training data
-            parts = {"model weights and gradients": 2 * FP32 * parameters(current),
-                     "activations": _activations(current, 32, seq, task)}
-        elif isinstance(config, QuantizeConfig):
-            parts = {"model before and after": FP32 * parameters(current) + weights}
-        else:  # magnitude and n:m pruning keep a mask beside the weights; evaluate runs the candidate
-            parts = {"model weights and masks": 2 * FP32 * parameters(current)}
+        inputs = MemoryInputs(teacher, current, after, seq, task, plan.env.train, teacher_w)
+        parts = build_stage(config, index).memory_parts(inputs)
         parts.setdefault("teacher weights", teacher_w)  # kept for the candidate's evaluation against it
         total = sum(parts.values())
         if total > best.peak_bytes:
-            best = MemoryEstimate(total, where, what, parts)
+            best = MemoryEstimate(total, f"stages.{index}", f"stage {index} ({config.kind})", parts)
         current = after
     return best

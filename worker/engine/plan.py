@@ -16,7 +16,7 @@ from .architecture import ModelInfo
 from .data import Dataset, load_dataset
 from .errors import DataError, EngineError, RecipeError
 from .multi_plan import StudentPlan, check_space, student_plans
-from .recipe import EvaluateConfig, QuantizeConfig, Recipe
+from .recipe import Recipe
 from .references import ResolvedModel, read_config, resolve
 from .stages import Stage, StageEnv, build_stage
 from .tasks import get_task
@@ -77,15 +77,15 @@ def _check_labels(recipe: Recipe, task, config, train: Dataset | None, trains: d
 
 
 def _check_stages(plan: Plan, info: ModelInfo, record: bool) -> None:
-    quantized_at: int | None = None
+    last: Stage | None = None  # a stage after which nothing may transform the model (quantize)
     train = plan.env.train
     for index, config in enumerate(plan.recipe.stages):
-        if quantized_at is not None and not isinstance(config, EvaluateConfig):
-            raise RecipeError(f"stage {index} ({config.kind}) comes after quantize (stage {quantized_at}); "
-                              "quantize must be the last transforming stage", field=f"stages.{index}")
-        if isinstance(config, QuantizeConfig):
-            quantized_at = index
         stage = build_stage(config, index)
+        if last is not None and stage.transforms_model:
+            raise RecipeError(f"stage {index} ({config.kind}) comes after {last.config.kind} (stage {last.index}); "
+                              f"{last.config.kind} must be the last transforming stage", field=f"stages.{index}")
+        if stage.last_transform:
+            last = stage
         if stage.requires_train_data and train is None:
             raise DataError(f"stage {index} ({config.kind}) needs data.train", field="data.train")
         info = stage.validate(info, plan.env)

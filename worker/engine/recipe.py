@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import RecipeError
 from .quantization import get_method, method_names
 from .quantization.registry import MethodName
 from .recipe_multi import TASK_NAME, SearchConfig, Strategy, TaskSpec
+from .stage_kinds import register_stage_config, stage_tags, stage_union, uses_stages
 
 TaskName = Literal["feature-extraction", "sequence-classification", "causal-lm"]
 
@@ -176,36 +177,17 @@ class QuantizeConfig(Strict):
         return self
 
 
-def _stage_tag(value: Any) -> str | None:
-    if isinstance(value, BaseModel):
-        value = value.model_dump()
-    if not isinstance(value, dict):
-        return None
-    kind = value.get("kind")
-    if kind == "prune":
-        return f"prune:{value.get('method')}"
-    return kind if isinstance(kind, str) else None
-
-
-StageConfig = Annotated[
-    Annotated[DistillConfig, Tag("distill")]
-    | Annotated[PruneMagnitudeConfig, Tag("prune:magnitude")]
-    | Annotated[PruneNMConfig, Tag("prune:n:m")]
-    | Annotated[PruneStructuredConfig, Tag("prune:structured")]
-    | Annotated[QuantizeConfig, Tag("quantize")]
-    | Annotated[EvaluateConfig, Tag("evaluate")],
-    Discriminator(
-        _stage_tag,
-        custom_error_type="unknown_stage",
-        custom_error_message="unknown stage: kind must be distill, prune (method magnitude, n:m or "
-        "structured), quantize or evaluate",
-    ),
-]
+for _tag, _config in (("distill", DistillConfig), ("prune:magnitude", PruneMagnitudeConfig),
+                      ("prune:n:m", PruneNMConfig), ("prune:structured", PruneStructuredConfig),
+                      ("quantize", QuantizeConfig), ("evaluate", EvaluateConfig)):
+    register_stage_config(_tag, _config)
+StageConfig = stage_union()  # the registered stage configs (stage_kinds.py); a later registration rebuilds Recipe
 
 
 # ---- the recipe -------------------------------------------------------------------------------
 
 
+@uses_stages
 class Recipe(Strict):
     teacher: ModelRef
     task: TaskName
@@ -263,14 +245,13 @@ class Recipe(Strict):
         return self.device == "cuda"
 
 
-UNION_TAGS = frozenset({"distill", "prune:magnitude", "prune:n:m", "prune:structured", "quantize", "evaluate",
-                        "local", "hf", "archive", "bundled"})
+MODEL_REF_TAGS = frozenset({"local", "hf", "archive", "bundled"})
 
 
 def drop_union_tags(loc: tuple | list, extra_tags: frozenset[str] = frozenset()) -> tuple:
     """Drop the union tags pydantic puts in error locations, so `stages.0.sparsity` reads as the user wrote it
     (the tag follows a list index or a model reference's key)."""
-    tags = UNION_TAGS | extra_tags
+    tags = stage_tags() | MODEL_REF_TAGS | extra_tags
     out: list = []
     for i, part in enumerate(loc):
         prev = loc[i - 1] if i else None

@@ -19,6 +19,7 @@ from ..candidate import Candidate
 from ..context import RunContext
 from ..data import Dataset
 from ..errors import RecipeError
+from ..memory import MemoryInputs
 from ..tasks.base import Task
 
 
@@ -43,6 +44,8 @@ class StageEnv:
 class Stage(ABC):
     config_type: ClassVar[type[BaseModel]]
     requires_train_data: ClassVar[bool] = False  # capability flag, as llm-compressor's modifiers have
+    transforms_model: ClassVar[bool] = True  # False for a stage that only measures (evaluate)
+    last_transform: ClassVar[bool] = False  # no stage that transforms the model may follow this one (quantize)
 
     def __init__(self, config: BaseModel, index: int) -> None:
         self.config = config
@@ -65,6 +68,11 @@ class Stage(ABC):
     @abstractmethod
     def run(self, candidate: Candidate, env: StageEnv, ctx: RunContext) -> Candidate: ...
 
+    @abstractmethod
+    def memory_parts(self, m: MemoryInputs) -> dict[str, int]:
+        """What the stage holds in memory at its peak, in bytes by what it is (the submit-time estimate,
+        memory.py); the teacher's weights are added for it."""
+
     def describe(self) -> dict:
         return {"kind": self.config.kind, "config": self.config.model_dump(mode="json"), **self.details}
 
@@ -79,6 +87,10 @@ def register(config_type: type[BaseModel]):
         return cls
 
     return wrap
+
+
+def unregister(config_type: type[BaseModel]) -> None:
+    _REGISTRY.pop(config_type, None)
 
 
 def build_stage(config: BaseModel, index: int) -> Stage:

@@ -20,6 +20,7 @@ from ..architecture import ModelInfo, evenly_spaced, keep_layers, num_layers
 from ..candidate import Candidate
 from ..context import RunContext
 from ..errors import StageError
+from ..memory import FP32, MemoryInputs, activations, parameters, teacher_targets
 from ..recipe import DistillConfig
 from ..references import ResolvedModel
 from ..tasks.base import encode
@@ -58,6 +59,14 @@ class Distill(Stage):
     requires_train_data = True
     config: DistillConfig
     student_model: ResolvedModel | None = None  # an explicit student, resolved and checked once
+
+    def memory_parts(self, m: MemoryInputs) -> dict[str, int]:
+        if m.train is None:  # refused by the dry run; nothing to train on
+            return {"student weights": FP32 * parameters(m.after)}
+        weights, batch = FP32 * parameters(m.after), self.config.batch_size
+        return {"teacher weights": m.teacher_weights, "student weights, gradients and AdamW state": 4 * weights,
+                f"training activations (batch {batch} x {m.seq} tokens)": activations(m.after, batch, m.seq, m.task),
+                "cached teacher targets": teacher_targets(self.config, m.teacher, m.after, m.train, m.seq, m.task)}
 
     def _student_layers(self, depth: int) -> list[int] | None:
         spec = self.config.student

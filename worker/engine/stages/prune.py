@@ -20,6 +20,7 @@ from ..architecture import ModelInfo, find_layers
 from ..candidate import Candidate
 from ..context import RunContext
 from ..errors import StageError
+from ..memory import FP32, MemoryInputs, parameters
 from ..recipe import PruneMagnitudeConfig, PruneNMConfig
 from .base import Stage, StageEnv, register
 
@@ -60,6 +61,9 @@ def sparsity_of(modules: list[tuple[str, nn.Module]]) -> tuple[int, int]:
 
 
 class _PruneStage(Stage):
+    def memory_parts(self, m: MemoryInputs) -> dict[str, int]:
+        return {"model weights and masks": 2 * FP32 * parameters(m.before)}
+
     def _start(self, candidate: Candidate) -> tuple[nn.Module, list[tuple[str, nn.Module]]]:
         if candidate.quantization is not None:
             raise StageError("prune before quantize: the weights of this candidate are already quantized",

@@ -20,6 +20,7 @@ from ..architecture import ModelInfo
 from ..candidate import Candidate
 from ..context import RunContext
 from ..errors import ArtifactError, StageError
+from ..memory import FP32, MemoryInputs, parameters
 from ..quantization import get_method, load_builtin_methods
 from ..recipe import QuantizeConfig
 from . import quant_formats as qf
@@ -82,6 +83,10 @@ def quantized_module_count(spec: dict) -> int:
 @register(QuantizeConfig)
 class QuantizeStage(Stage):
     config: QuantizeConfig
+    last_transform = True  # prune or distill after quantize would act on quantized weights
+
+    def memory_parts(self, m: MemoryInputs) -> dict[str, int]:
+        return {"model before and after": FP32 * parameters(m.before) + FP32 * parameters(m.after)}
 
     def validate(self, info: ModelInfo, env: StageEnv) -> ModelInfo:
         try:

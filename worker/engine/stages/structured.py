@@ -20,6 +20,7 @@ from ..architecture import ModelInfo, find_layers
 from ..candidate import Candidate
 from ..context import RunContext
 from ..errors import StageError
+from ..memory import FP32, MemoryInputs, activations, parameters
 from ..recipe import PruneStructuredConfig
 from .base import Stage, StageEnv, register
 
@@ -196,6 +197,11 @@ def _removed(before: list[int], after: list[int]) -> dict:
 @register(PruneStructuredConfig)
 class StructuredPrune(Stage):
     config: PruneStructuredConfig
+
+    def memory_parts(self, m: MemoryInputs) -> dict[str, int]:
+        # importance scores: one forward and backward pass over a batch of the training data
+        return {"model weights and gradients": 2 * FP32 * parameters(m.before),
+                "activations": activations(m.before, 32, m.seq, m.task)}
 
     def validate(self, info: ModelInfo, env: StageEnv) -> ModelInfo:
         try:
