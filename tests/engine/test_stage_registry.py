@@ -82,5 +82,5 @@ def test_its_memory_hook_and_ordering_flags_are_used(perturb, request, data, tmp
 
 
 def test_unregistered_it_is_an_unknown_stage_again(request, data):
-    with pytest.raises(RecipeError, match="unknown stage: kind must be distill, prune .*quantize or evaluate"):
+    with pytest.raises(RecipeError, match=r"unknown stage: kind must be distill, prune .*quantize or evaluate"):
         parse_recipe(recipe_for("feature-extraction", request, data, [{"kind": "perturb"}]))
