@@ -97,7 +97,7 @@ def test_an_artifact_that_fails_its_reload_check_stops_the_run_as_an_internal_fa
     from safetensors.torch import load_file, save_file
 
     from app.cli import main
-    from worker.engine import runner
+    from worker.engine import single_run as runner
 
     real = runner.save_candidate
 

@@ -25,7 +25,7 @@ from .measure import dir_size, latency
 from .multi_plan import Point, distill_config, prune_config, quantize_config
 from .plan import Plan
 from .quantization import NO_QUANTIZATION
-from .runner import _write_json, load_candidate
+from .run_common import load_candidate, write_json
 from .stages import build_stage
 
 MARKER = "node.json"
@@ -83,7 +83,7 @@ class NodeCache:
         candidate = stage.run(parent, self.plan.env, ctx)
         node_dir = self.root / node
         save_candidate(candidate, node_dir / "artifact")
-        _write_json(node_dir / MARKER, {"node": node, "recipe_sha256": self.rhash, "details": stage.describe(),
+        write_json(node_dir / MARKER, {"node": node, "recipe_sha256": self.rhash, "details": stage.describe(),
                                         "duration_s": round(time.perf_counter() - t0, 3)})
         self.ctx.checkpoint(node_dir)
         ctx.progress(stage.label, "built")

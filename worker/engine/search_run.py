@@ -22,7 +22,8 @@ from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import Point, grid
 from .plan import Plan
 from .recipe import Gates, Recipe
-from .runner import REPORT_VERSION, RunResult, _load_teacher, _sample_texts, _write_json
+from .run_common import REPORT_VERSION, RunResult, load_teacher, sample_texts, write_json
+from .run_modes import register_run_mode
 from .search import Outcome, Search, pareto
 from .search_nodes import NodeCache, probe
 
@@ -93,9 +94,9 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
     points = grid(recipe)
     report: dict = {"report_version": REPORT_VERSION, "task": recipe.task, "device": str(plan.env.device),
                     "recipe_sha256": recipe_hash(plan), "versions": library_versions(), "stages": []}
-    teacher = _load_teacher(plan, ctx)
+    teacher = load_teacher(plan, ctx)
     plan.env.teacher = teacher
-    evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, _sample_texts(plan), ctx)
+    evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, sample_texts(plan), ctx)
     gates = gates_of(recipe, list(plan.env.eval))
     trials: dict[Point, dict] = _load_trials(root / "trials", rhash, points) if resume else {}
     status, stopped_by, order, probe_s = "succeeded", "done", [], 0.0
@@ -133,7 +134,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
             t0 = time.perf_counter()
             nodes.forget_depths(point.depth)
             candidate, path, reused = nodes.get(point, teacher)
-            verified = verify_reload(candidate, path, _sample_texts(plan), recipe.max_length)
+            verified = verify_reload(candidate, path, sample_texts(plan), recipe.max_length)
             evaluation = evaluator.evaluate(candidate, label, path)
             gate = check_gates(evaluation["tasks"], gates)
             value = objective(recipe, evaluation, report["teacher"])
@@ -142,7 +143,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
                    "predicted_objective": predicted[point]}
             trial_dir = root / "trials" / point.id
             trial_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(trial_dir / TRIAL, row)
+            write_json(trial_dir / TRIAL, row)
             ctx.checkpoint(trial_dir)
             trials[point], results[point] = row, Outcome(gate["passed"], value)
             worst = "n/a" if row["worst_retention"] is None else f"{row['worst_retention']:.4f}"
@@ -175,7 +176,7 @@ def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[P
     predicted = {p: objective(recipe, probes[p], teacher_eval) if timed else float(probes[p]["size_bytes"])
                  for p in points}
     cache.mkdir(parents=True, exist_ok=True)
-    _write_json(marker, {"recipe_sha256": rhash, "predicted": {p.id: v for p, v in predicted.items()},
+    write_json(marker, {"recipe_sha256": rhash, "predicted": {p.id: v for p, v in predicted.items()},
                          "probes": {p.id: probes[p] for p in points}})
     ctx.checkpoint(cache)
     return predicted
@@ -223,8 +224,8 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: di
         "shortfalls": effort["shortfalls"] if effort and status == "failed-gate" else [],
         "duration_s": round(time.time() - started, 3),
     })
-    _write_json(out_dir / "report.json", report)
-    _write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
+    write_json(out_dir / "report.json", report)
+    write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
     ctx.progress("final", status)
     return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)
 
@@ -238,3 +239,6 @@ def _leaf(point: Point) -> str:
 def _summary(row: dict) -> dict:
     return {k: row[k] for k in ("point", "objective", "size_bytes", "latency_ms", "worst_retention")} | \
         {"tasks": {t: v["retention"] for t, v in row["evaluation"]["tasks"].items()}}
+
+
+register_run_mode("search", lambda plan: plan.recipe.search is not None, run_search, priority=10)

@@ -19,7 +19,9 @@ from .multi_plan import StudentPlan
 from .plan import Plan
 from .recipe import Gates
 from .references import hash_dir
-from .runner import REPORT_VERSION, RunResult, _write_json, run_plan
+from .run_common import REPORT_VERSION, RunResult, write_json
+from .run_modes import register_run_mode
+from .single_run import run_plan
 from .stages import build_stage
 
 
@@ -120,11 +122,14 @@ def run_students(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> Ru
                   "students": {e["name"]: e["artifact"] for e in entries if e["artifact"]}},
         "duration_s": round(time.time() - started, 3),
     }
-    _write_json(out_dir / "report.json", report)
+    write_json(out_dir / "report.json", report)
     manifest = build_manifest(plan, status, None, out_dir)
     manifest["students"] = {e["name"]: {"path": e["artifact"], "files": hash_dir(out_dir / e["artifact"])}
                             for e in entries if e["artifact"]}
-    _write_json(out_dir / "manifest.json", manifest)
+    write_json(out_dir / "manifest.json", manifest)
     ctx.progress("final", status)
     return RunResult(status=status, report=json.loads(json.dumps(report)), out_dir=out_dir, artifact=None,
                      artifacts={s.name: r.artifact for s, r in results if r.artifact is not None})
+
+
+register_run_mode("students", lambda plan: bool(plan.students), run_students, priority=20)
