@@ -7,7 +7,6 @@ The engine is imported inside the functions: it pulls in torch, which the API ne
 
 from __future__ import annotations
 
-import hashlib
 import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,44 +38,38 @@ class CheckedModel:
     sha256: str | None
 
 
-def _dir_digest(path: Path, roots: Sequence[Path]) -> tuple[int, str]:
-    """Total size, and the sha256 of the directory's manifest ("relative-path sha256" lines, sorted).
-
-    Every file must resolve under the roots too: a link inside an allowed directory may not reach out."""
-    from worker.engine.references import check_under_roots, hash_dir
-
-    size = 0
-    for p in path.rglob("*"):
-        if p.is_file():
-            check_under_roots(p, roots, "model file")
-            size += p.stat().st_size
-    manifest = "".join(f"{name} {digest}\n" for name, digest in hash_dir(path).items())
-    return size, hashlib.sha256(manifest.encode()).hexdigest()
-
-
 def check_local_model(path: str, roots: Sequence[Path]) -> CheckedModel:
-    from worker.engine.references import check_model_dir, check_under_roots
+    """Read the folder through the no-follow reader (worker/engine/safe_files.py), as every later read of it is:
+    a link anywhere inside (to a file or a folder, even one under the roots), a hard link, a device or pipe, or
+    a Python file in any sub-folder is refused, naming the file relative to the folder. The checks and the hash
+    read the same opened files, so nothing can be swapped between them. The digest recorded here is what a job
+    later verifies its copy of the folder against."""
+    from worker.engine.model_checks import check_model_files
+    from worker.engine.references import open_model_folder
+    from worker.engine.safe_files import manifest_digest
 
     if not os.path.isabs(path):
         raise Unprocessable(f"model path {path!r} must be absolute",
                             errors=[{"field": "source.path", "message": "must be an absolute path"}])
     with engine_errors("source.path"):
-        real = check_under_roots(Path(path), roots, "model path")
-        if not real.is_dir():
-            raise Unprocessable(f"model path {path} is not a directory",
-                                errors=[{"field": "source.path", "message": "not a directory"}])
-        check_model_dir(real)
-        size, digest = _dir_digest(real, roots)
-    return CheckedModel({"source": "local", "path": str(real)}, size, digest)
+        real, folder = open_model_folder(path, roots, Path("/"))
+        with folder:
+            check_model_files(folder.files, folder.open_file, path)
+            digest = manifest_digest(folder.hashes())
+    return CheckedModel({"source": "local", "path": str(real)}, sum(folder.files.values()), digest)
 
 
 def check_bundled_model(name: str) -> CheckedModel:
-    from worker.engine.references import bundled_model_dir
+    """The bundled model is a package's files, not a user's: hashed by path (a package manager may hard-link
+    them from its cache, which the no-follow reader would refuse)."""
+    from worker.engine.references import bundled_model_dir, hash_dir
+    from worker.engine.safe_files import manifest_digest
 
     with engine_errors("source.name"):
         path = bundled_model_dir(name)
-        size, digest = _dir_digest(path, [path])
-    return CheckedModel({"source": "bundled", "name": name}, size, digest)
+        files = hash_dir(path)
+    return CheckedModel({"source": "bundled", "name": name}, sum((path / n).stat().st_size for n in files),
+                        manifest_digest(files))
 
 
 def check_engine_reference(source: dict) -> None:
@@ -99,7 +92,7 @@ def unpack_model(archive: Path, work: Path, max_total_bytes: int) -> Path:
 
     with engine_errors("archive"):
         unpacked = unpack_archive(archive, work, ArchiveLimits(max_total_bytes=max_total_bytes))
-        check_model_dir(unpacked)
+        check_model_dir(unpacked, "the archive")
     return unpacked
 
 

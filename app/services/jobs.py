@@ -86,6 +86,9 @@ def build_recipe(session: Session, settings: Settings, owner: str, body: JobCrea
         teacher = dict(record.source)
         if teacher.get("source") == "store":  # an upload: the engine reads it as a directory under base_dir
             teacher = {"source": "local", "path": teacher["prefix"].rstrip("/")}
+        elif teacher.get("source") == "local" and record.sha256:
+            # a folder its owner may still change: the engine loads a copy verified against this digest
+            teacher["sha256"] = record.sha256
     recipe["teacher"] = teacher
     data = body.data
     recipe["data"] = {

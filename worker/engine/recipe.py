@@ -32,6 +32,9 @@ class Strict(BaseModel):
 class LocalRef(Strict):
     source: Literal["local"]
     path: str = Field(examples=["/models/minilm"])
+    # Set by the service for a registered folder: what loads is a copy whose files hash to this (safe_files.py).
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+                               description="the folder's digest at registration; its files must still match")
 
 
 class HubRef(Strict):

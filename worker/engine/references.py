@@ -1,30 +1,28 @@
 """Teacher and student references: where a model comes from, checked for safety, then loaded.
 
-Local paths must resolve (through links) under a configured root. Weights come from safetensors, or
-from a pickle read with `torch.load(weights_only=True)`; a config that names custom code is refused,
-and `trust_remote_code` is never passed.
+Local paths must resolve (through links) under a configured root, and a local folder is read without
+following links inside it (safe_files.py); a registered one loads from a verified copy. Weights come from
+safetensors, or from a pickle read with `torch.load(weights_only=True)`; a config that names custom code, or a
+Python file anywhere in the folder, is refused, and `trust_remote_code` is never passed.
 """
 
 from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
 import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
 from .archive import ArchiveLimits, unpack_archive
-from .errors import ModelReferenceError, UnsafeInputError
+from .errors import EngineError, ModelReferenceError, UnsafeInputError
+from .model_checks import PICKLE_INDEX, PICKLE_WEIGHTS, SAFE_INDEX, check_model_dir, check_model_files, index_shards
 from .recipe import ArchiveRef, BundledRef, HubRef, LocalRef, ModelRef
+from .safe_files import CHANGED, ModelFolder, cached_snapshot, snapshot
 
-_PICKLE_WEIGHTS = ("pytorch_model.bin", "model.pt", "model.pth")
-_SAFE_INDEX = "model.safetensors.index.json"
-_PICKLE_INDEX = "pytorch_model.bin.index.json"  # a sharded pickle checkpoint's shards
+SNAPSHOTS = "snapshots"  # under base_dir: verified copies of registered folders, by digest
 
 
 @dataclass
@@ -35,6 +33,11 @@ class ResolvedModel:
     revision: str | None = None
     provenance: dict = field(default_factory=dict)
     snapshot: Path | None = None  # a hub model's snapshot in the local cache, already checked
+    shown: str | None = None  # how messages name it, when name_or_path is a copy of the user's folder
+
+    @property
+    def where(self) -> str:
+        return self.shown or self.name_or_path + (f"@{self.revision}" if self.revision else "")
 
     @property
     def local_dir(self) -> Path | None:
@@ -54,15 +57,23 @@ def default_roots() -> list[Path]:
     return [Path(p) for p in raw.split(os.pathsep) if p]
 
 
-def check_under_roots(path: Path, roots: Sequence[Path], what: str) -> Path:
-    """Resolve links and `..`, then require the real path to lie under one of the roots."""
-    real = Path(os.path.realpath(path))
+def root_of(real: Path, roots: Sequence[Path]) -> Path | None:
+    """The real path of the first root that holds this real path."""
     for root in roots:
         real_root = Path(os.path.realpath(root))
         if real == real_root or real.is_relative_to(real_root):
-            return real
-    allowed = ", ".join(str(r) for r in roots) or "(none configured)"
-    raise UnsafeInputError(f"{what} {path} resolves to {real}, outside the allowed roots: {allowed}")
+            return real_root
+    return None
+
+
+def check_under_roots(path: Path, roots: Sequence[Path], what: str) -> Path:
+    """Resolve links and `..`, then require the real path to lie under one of the roots."""
+    real = Path(os.path.realpath(path))
+    if root_of(real, roots) is not None:
+        return real
+    # The user's own path only: neither where it resolves to nor the roots (server paths) are shown.
+    none = "" if roots else " (none configured)"
+    raise UnsafeInputError(f"{what} {path} resolves outside the allowed roots{none}")
 
 
 def bundled_model_dir(name: str = "all-MiniLM-L6-v2") -> Path:
@@ -104,23 +115,9 @@ def hub_snapshot(repo_id: str, revision: str | None) -> Path | None:
     return None if config is None else Path(config).parent
 
 
-def _index_shards(index: Path) -> list[str] | None:
-    """The shard files a sharded checkpoint's index names (plain names beside it); None if unreadable."""
-    try:
-        weight_map = json.loads(index.read_text(encoding="utf-8")).get("weight_map")
-    except (OSError, ValueError, AttributeError):
-        return None
-    if not isinstance(weight_map, dict) or not weight_map:
-        return None
-    names = set(weight_map.values())
-    if not all(isinstance(n, str) and n and Path(n).name == n for n in names):
-        return None
-    return sorted(names)
-
-
 def _missing_shards(index: Path) -> list[str] | None:
     """None if every shard the index names is present; else what is missing (an interrupted download)."""
-    shards = _index_shards(index)
+    shards = index_shards(index)
     if shards is None:
         return [f"a readable {index.name}"]
     return [n for n in shards if not (index.parent / n).is_file()] or None
@@ -132,12 +129,12 @@ def _missing_weights(path: Path) -> list[str] | None:
     index whose shards are not all there stops the load, whatever else is cached."""
     if (path / "model.safetensors").is_file():
         return None
-    if (path / _SAFE_INDEX).is_file():
-        return _missing_shards(path / _SAFE_INDEX)
-    if any((path / n).is_file() for n in _PICKLE_WEIGHTS):
+    if (path / SAFE_INDEX).is_file():
+        return _missing_shards(path / SAFE_INDEX)
+    if any((path / n).is_file() for n in PICKLE_WEIGHTS):
         return None
-    if (path / _PICKLE_INDEX).is_file():
-        return _missing_shards(path / _PICKLE_INDEX)
+    if (path / PICKLE_INDEX).is_file():
+        return _missing_shards(path / PICKLE_INDEX)
     return None if any(path.glob("*.safetensors")) else []
 
 
@@ -154,7 +151,7 @@ def _resolve_hub(ref: HubRef) -> ResolvedModel:
                                   f"{'is' if len(missing) == 1 else 'are'} missing) and the hub cannot be reached "
                                   "(offline)")
     if snapshot is not None and (missing is None or hub_offline()):
-        check_model_dir(snapshot)
+        check_model_dir(snapshot, f"{ref.id}@{ref.revision}")
         return ResolvedModel(ref.id, ref.revision, provenance, snapshot)
     if hub_offline():
         raise ModelReferenceError(f"{ref.id}@{ref.revision} is not in the local Hugging Face cache and the hub "
@@ -176,26 +173,64 @@ def resolve(
         return ResolvedModel(str(path), provenance={"source": "bundled", "name": ref.name})
     if isinstance(ref, HubRef):
         return _resolve_hub(ref)
-    raw = Path(ref.path)
-    path = raw if raw.is_absolute() else base_dir / raw
-    real = check_under_roots(path, roots, "model path")
     if isinstance(ref, LocalRef):
-        if not real.is_dir():
-            raise ModelReferenceError(f"model path {ref.path} is not a directory")
-        check_model_dir(real)
-        return ResolvedModel(str(real), provenance={"source": "local", "path": str(real)})
+        return _resolve_local(ref, roots, base_dir)
+    raw = Path(ref.path)
+    real = check_under_roots(raw if raw.is_absolute() else base_dir / raw, roots, "model path")
     assert isinstance(ref, ArchiveRef)
     if not real.is_file():
         raise ModelReferenceError(f"model archive {ref.path} does not exist")
     unpacked = unpack_archive(real, work_dir / f"unpacked-{real.stem}", archive_limits)
-    check_model_dir(unpacked)
+    check_model_dir(unpacked, ref.path)
     return ResolvedModel(
         str(unpacked), provenance={"source": "archive", "path": str(real), "sha256": sha256_file(real)}
     )
 
 
+def open_model_folder(path: str, roots: Sequence[Path], base_dir: Path) -> tuple[Path, ModelFolder]:
+    """The folder's real path, and the folder opened under its root for reading without following links (its
+    walk refuses links, hard links and odd files anywhere inside)."""
+    raw = Path(path)
+    real = check_under_roots(raw if raw.is_absolute() else base_dir / raw, roots, "model path")
+    if not real.is_dir():
+        raise ModelReferenceError(f"model path {path} is not a directory")
+    if not (real / "config.json").exists():  # before the walk: a folder that is no model at all says so first
+        raise ModelReferenceError(f"{path} has no config.json; expected a Hugging Face model directory")
+    root = root_of(real, roots)
+    assert root is not None  # check_under_roots found one
+    return real, ModelFolder.open(real, root, path)
+
+
+def _resolve_local(ref: LocalRef, roots: Sequence[Path], base_dir: Path) -> ResolvedModel:
+    """A registered folder (sha256 set) loads from its verified snapshot, made once per digest through the
+    no-follow reader and shared by the dry run and every job; the folder itself is never handed to transformers,
+    so a file swapped for a link after registration cannot be read. An unregistered folder (the CLI, or the
+    service's own uploads, which only it writes) is walked with the same refusals and read in place."""
+    cache = base_dir / SNAPSHOTS
+    if ref.sha256 is not None and (done := cached_snapshot(cache, ref.sha256)) is not None:
+        files = done  # made and verified before; later edits to the folder do not reach a job
+    elif ref.sha256 is not None:
+        try:
+            real, folder = open_model_folder(ref.path, roots, base_dir)
+            with folder:
+                files = snapshot(folder, cache, ref.sha256)
+        except EngineError as exc:
+            if not exc.message.startswith(CHANGED):
+                exc.message = f"{CHANGED}: {exc.message}"
+                exc.args = (exc.message,)
+            raise
+    else:
+        real, folder = open_model_folder(ref.path, roots, base_dir)
+        with folder:  # checked through the reader: a file swapped meanwhile is refused, never followed
+            check_model_files(folder.files, folder.open_file, ref.path)
+        return ResolvedModel(str(real), provenance={"source": "local", "path": str(real)}, shown=ref.path)
+    check_model_dir(files, ref.path)
+    return ResolvedModel(str(files), provenance={"source": "local", "path": ref.path, "sha256": ref.sha256},
+                         shown=ref.path)
+
+
 def unsafe_pickle_message(resolved: ResolvedModel, exc: Exception) -> str:
-    where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+    where = resolved.where
     first = (str(exc).splitlines() or ["unsupported content"])[0][:200]
     return f"{where} holds a pickle that would run code or load non-tensor objects; refused ({first})"
 
@@ -212,52 +247,8 @@ def read_config(resolved: ResolvedModel, field: str):
     except pickle.UnpicklingError as exc:  # defence in depth: a config never needs the unpickler
         raise UnsafeInputError(unsafe_pickle_message(resolved, exc), field=field) from None
     except (OSError, ValueError, KeyError) as exc:
-        where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+        where = resolved.where
         msg = str(exc).splitlines()[0][:300]
         if resolved.revision and resolved.snapshot is None:
             msg = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
         raise ModelReferenceError(f"cannot read the config of {where}: {msg}", field=field) from None
-
-
-def _refuse_custom_code(cfg_path: Path) -> None:
-    if not cfg_path.is_file():
-        return
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise ModelReferenceError(f"{cfg_path.name} is not valid JSON: {exc}") from None
-    if isinstance(cfg, dict) and ("auto_map" in cfg or "custom_pipelines" in cfg):
-        raise UnsafeInputError(
-            f"{cfg_path.name} names custom code (auto_map); Distillery never runs code shipped with a model"
-        )
-
-
-def check_pickle(path: Path) -> None:
-    """Read a pickled checkpoint with the restricted unpickler; one that would run code is refused."""
-    try:
-        torch.load(path, map_location="cpu", weights_only=True, mmap=False)
-    except pickle.UnpicklingError as exc:
-        first = str(exc).splitlines()[0] if str(exc) else "unsupported content"
-        raise UnsafeInputError(
-            f"{path.name} is a pickle that would run code or load non-tensor objects; refused ({first[:200]})"
-        ) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as exc:
-        raise ModelReferenceError(f"{path.name} is not a readable PyTorch checkpoint: {exc}") from None
-
-
-def check_model_dir(path: Path) -> None:
-    if not (path / "config.json").is_file():
-        raise ModelReferenceError(f"{path} has no config.json; expected a Hugging Face model directory")
-    for name in ("config.json", "tokenizer_config.json"):
-        _refuse_custom_code(path / name)
-    if any(path.glob("*.py")):
-        raise UnsafeInputError(f"{path} contains Python files; models with custom code are refused")
-    if any(path.glob("*.safetensors")):
-        return
-    pickles = [path / n for n in _PICKLE_WEIGHTS if (path / n).is_file()]
-    if not pickles and (path / _PICKLE_INDEX).is_file():
-        pickles = [path / n for n in _index_shards(path / _PICKLE_INDEX) or () if (path / n).is_file()]
-    if not pickles:
-        raise ModelReferenceError(f"{path} has no weights (model.safetensors or pytorch_model.bin)")
-    for p in pickles:
-        check_pickle(p)

@@ -131,7 +131,7 @@ class Task(ABC):
             # reached without the reference checks (e.g. a hub model downloaded by this very load)
             raise UnsafeInputError(unsafe_pickle_message(resolved, exc)) from None
         except (OSError, ValueError, KeyError) as exc:
-            where = resolved.name_or_path + (f"@{resolved.revision}" if resolved.revision else "")
+            where = resolved.where
             text = str(exc).splitlines()[0][:300]
             if resolved.revision and ("offline" in str(exc).lower() or "connect" in str(exc).lower()
                                       or "cache" in str(exc).lower()):
