@@ -33,7 +33,8 @@ class LocalRef(Strict):
     source: Literal["local"]
     path: str = Field(examples=["/models/minilm"])
     # Set by the service for a registered folder: what loads is a copy whose files hash to this (safe_files.py).
-    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$",
+    # exclude_if: a recipe without the digest dumps (and hashes) as it did before the field existed
+    sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", exclude_if=lambda v: v is None,
                                description="the folder's digest at registration; its files must still match")
 
 
