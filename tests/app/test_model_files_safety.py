@@ -100,6 +100,14 @@ def test_registration_refuses_links_hard_links_and_python_in_sub_folders(client,
     assert client.get("/v1/models").json()["data"] == []
 
 
+def test_a_path_the_os_cannot_take_is_a_422(client, settings):
+    root = settings.model_roots[0]
+    for path, reason in ((f"{root}/a\u0000b", "contains a NUL byte"), (f"{root}/{'a' * 5000}", "cannot be read")):
+        problem = assert_problem(client.post("/v1/models", json={"name": "x", "source": {"source": "local",
+                                                                                         "path": path}}), 422)
+        assert problem["errors"][0]["field"] == "source.path" and reason in problem["detail"], problem
+
+
 def test_a_file_swapped_for_a_link_before_the_submit_is_a_422_naming_it(client, settings, tiny_bert, reg,  # noqa: F811
                                                                         outside):
     model = register(client, folder(settings, tiny_bert, "tiny"))

@@ -68,6 +68,8 @@ def root_of(real: Path, roots: Sequence[Path]) -> Path | None:
 
 def check_under_roots(path: Path, roots: Sequence[Path], what: str) -> Path:
     """Resolve links and `..`, then require the real path to lie under one of the roots."""
+    if "\0" in str(path):  # the OS refuses it (ValueError): say so, naming the field's value without the byte
+        raise ModelReferenceError(f"{what} contains a NUL byte")
     real = Path(os.path.realpath(path))
     if root_of(real, roots) is not None:
         return real
@@ -192,9 +194,15 @@ def open_model_folder(path: str, roots: Sequence[Path], base_dir: Path) -> tuple
     walk refuses links, hard links and odd files anywhere inside)."""
     raw = Path(path)
     real = check_under_roots(raw if raw.is_absolute() else base_dir / raw, roots, "model path")
-    if not real.is_dir():
+    try:
+        is_dir = real.is_dir()
+        # before the walk: a folder that is no model at all says so first
+        has_config = is_dir and (real / "config.json").exists()
+    except OSError as exc:  # a name too long, a permission: the user's path, not a server error
+        raise ModelReferenceError(f"model path {path[:200]} cannot be read: {exc.strerror or exc}") from None
+    if not is_dir:
         raise ModelReferenceError(f"model path {path} is not a directory")
-    if not (real / "config.json").exists():  # before the walk: a folder that is no model at all says so first
+    if not has_config:
         raise ModelReferenceError(f"{path} has no config.json; expected a Hugging Face model directory")
     root = root_of(real, roots)
     assert root is not None  # check_under_roots found one
