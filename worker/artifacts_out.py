@@ -20,6 +20,7 @@ from sqlalchemy.orm import Session
 
 from app.db.base import new_id
 from app.db.models import Artifact
+from worker.engine.layout import RunLayout
 
 TAR_NAME, TAR_ROOT = "model.tar", "model"  # `tar xf model.tar` gives model/, which load_artifact reads
 
@@ -88,19 +89,20 @@ def collect(out_dir: Path, data_dir: Path, created_at: datetime, *, with_tar: bo
     file to record."""
     files: list[FileInfo] = []
     rel = out_dir.resolve().relative_to(data_dir.resolve()).as_posix()
-    if with_tar and (out_dir / "artifact").is_dir():
-        size, sha = build_tar(out_dir / "artifact", out_dir / TAR_NAME, created_at.timestamp())
+    layout = RunLayout(out_dir)
+    if with_tar and layout.artifact.is_dir():
+        size, sha = build_tar(layout.artifact, out_dir / TAR_NAME, created_at.timestamp())
         files.append(FileInfo(TAR_NAME, f"{rel}/{TAR_NAME}", "application/x-tar", size, sha))
     for student in students:  # each student is its own artifact: model-<name>.tar, unpacking to model/
-        src = out_dir / "students" / student / "artifact"
+        src = layout.student(student).artifact
         if src.is_dir():
             name = student_tar_name(student)
             size, sha = build_tar(src, out_dir / name, created_at.timestamp())
             files.append(FileInfo(name, f"{rel}/{name}", "application/x-tar", size, sha))
-    for name in ("report.json", "manifest.json"):
-        if (out_dir / name).is_file():
-            size, sha = _hash_file(out_dir / name)
-            files.append(FileInfo(name, f"{rel}/{name}", "application/json", size, sha))
+    for path in (layout.report, layout.manifest):
+        if path.is_file():
+            size, sha = _hash_file(path)
+            files.append(FileInfo(path.name, f"{rel}/{path.name}", "application/json", size, sha))
     return files
 
 

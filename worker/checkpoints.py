@@ -21,13 +21,10 @@ from pathlib import Path
 
 from app.store import Store
 from worker import stage_info
+from worker.engine.layout import CHECKPOINT_SLOTS, MARKERS, RESUMABLE
 
 log = logging.getLogger("distillery.worker")
-MARKERS = ("stage.json", "node.json", "trial.json", "probe.json")
-# what a job's out_dir holds that a later attempt resumes from
-RESUMABLE = ("stages", "students", "search")
-# where checkpoint directories lie under out_dir
-SLOTS = ("stages/*", "students/*/stages/*", "search/nodes/*", "search/trials/*", "search/probe")
+SLOTS = CHECKPOINT_SLOTS  # where checkpoint directories lie under out_dir (worker/engine/layout.py)
 
 
 def _stored(store: Store, base: str) -> dict[str, dict[str, int]]:

@@ -9,9 +9,7 @@ transactions a second and the event log stays readable.
 
 from __future__ import annotations
 
-import json
 import logging
-import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,12 +22,11 @@ from sqlalchemy.orm import Session
 
 from app.db.base import session_scope
 from app.db.models import Event, Job, StageRun
-from worker.engine.context import ProgressEvent
+from worker.engine.context import ProgressEvent, StageBoundary
 from worker.stage_info import read as read_worker
 
 log = logging.getLogger("distillery.worker")
 FLUSH_S = 0.5
-STAGE_LABEL = re.compile(r"^(\d+):([\w-]+)$")
 METRIC_KEYS = ("duration_s", "details", "evaluation", "gate", "reload_max_abs_diff")
 
 
@@ -144,34 +141,30 @@ class JobProgress:
         self.pending = []
 
     def _stage_row(self, session: Session, ev: ProgressEvent) -> None:
-        match = STAGE_LABEL.match(ev.stage)
-        if not match:
+        boundary = ev.boundary
+        if boundary is None or ev.scope:  # a student's stages (a run inside the run) have no rows of their own
             return
-        index, kind = int(match[1]), match[2]
+        index, kind = boundary.index, boundary.kind
         row = session.scalars(select(StageRun).where(StageRun.job_id == self.job_id, StageRun.index == index)).first()
         if row is None:  # a job inserted without its stage rows: create them as they start
             row = StageRun(job_id=self.job_id, index=index, kind=kind, status="pending")
             session.add(row)
         at = event_time(ev)
-        if ev.message == "starting":
+        if boundary.phase == "started":
             row.status, row.started_at, row.finished_at, row.metrics = "running", at, None, None
-        elif ev.message == "resumed from checkpoint":
+        elif boundary.phase == "resumed":
             self.resumed.add(index)  # keep the timings of the attempt that ran it
-        elif ev.message in ("passed", "failed-gate"):
-            row.status = ev.message
+        elif boundary.phase == "finished" and boundary.row is not None:
+            row.status = boundary.row["status"]
             if index not in self.resumed or row.finished_at is None:
                 row.finished_at = at
-            row.metrics = self._metrics(index, kind)
+            row.metrics = self._metrics(boundary)
 
-    def _metrics(self, index: int, kind: str) -> dict | None:
-        path = self.out_dir / "stages" / f"{index:02d}-{kind}" / "stage.json"
-        try:
-            stage = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            log.warning("job %s: no stage metrics at %s: %s", self.job_id, path, exc)
-            return None
+    def _metrics(self, boundary: StageBoundary) -> dict:
+        stage = boundary.row or {}
         metrics = {k: stage.get(k) for k in METRIC_KEYS}
-        metrics["resumed"] = index in self.resumed
+        metrics["resumed"] = boundary.index in self.resumed
         metrics["device"] = stage.get("device")
-        metrics["worker"] = read_worker(path.parent)  # the worker that ran it (an earlier one, when resumed)
+        # the worker that ran it (an earlier one, when resumed): the worker's own file in the checkpoint
+        metrics["worker"] = read_worker(boundary.directory) if boundary.directory is not None else None
         return metrics

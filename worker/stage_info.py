@@ -16,6 +16,8 @@ import os
 import socket
 from pathlib import Path
 
+from worker.engine.layout import RunLayout
+
 log = logging.getLogger("distillery.worker")
 WORKER_FILE = "worker.json"
 
@@ -53,21 +55,22 @@ def read(checkpoint_dir: Path) -> dict | None:
         return None
 
 
-def _stage_dir(root: Path, row: dict) -> Path | None:
+def _stage_dir(layout: RunLayout, row: dict) -> Path | None:
     if isinstance(row.get("index"), int) and isinstance(row.get("kind"), str):
-        return root / "stages" / f"{row['index']:02d}-{row['kind']}"
+        return layout.stage_dir(row["index"], row["kind"])
     return None
 
 
 def annotate_report(report: dict, out_dir: Path) -> bool:
     """Add `worker` to each stage entry (each student's too) and each search trial that has a worker.json.
     Returns whether anything was added."""
-    places: list[tuple[dict, Path | None]] = [(row, _stage_dir(out_dir, row)) for row in report.get("stages") or []]
+    layout = RunLayout(out_dir)
+    places: list[tuple[dict, Path | None]] = [(row, _stage_dir(layout, row)) for row in report.get("stages") or []]
     for student in report.get("students") or []:
-        root = out_dir / "students" / str(student.get("name"))
-        places += [(row, _stage_dir(root, row)) for row in student.get("stages") or []]
+        places += [(row, _stage_dir(layout.student(str(student.get("name"))), row))
+                   for row in student.get("stages") or []]
     for trial in (report.get("search") or {}).get("trials") or []:
-        places.append((trial, out_dir / "search" / "trials" / str(trial.get("id"))))
+        places.append((trial, layout.trial_dir(str(trial.get("id")))))
     changed = False
     for row, directory in places:
         info = read(directory) if directory is not None else None
@@ -81,8 +84,8 @@ def rewrite_report(report: dict, out_dir: Path) -> None:
     """The report.json the engine wrote, with the workers added (before the job's files are hashed)."""
     if not annotate_report(report, out_dir):
         return
-    path = out_dir / "report.json"
+    path = RunLayout(out_dir).report
     if path.is_file():
-        tmp = path.with_name(".report.json.part")
+        tmp = path.with_name(f".{path.name}.part")
         tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # as the engine writes it
         os.replace(tmp, path)

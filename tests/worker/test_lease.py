@@ -17,6 +17,7 @@ from app.db.models import Event
 from worker.artifacts_out import build_tar
 from worker.celery_app import clear_marker, enqueue_job
 from worker.engine import ProgressEvent
+from worker.engine.context import StageBoundary
 from worker.lease import Claim, Lease, claim, release
 from worker.progress_db import JobProgress
 from worker.reconciler import reconcile
@@ -109,10 +110,11 @@ def test_progress_is_batched_and_sequenced(settings, tmp_path):
     assert _claim(settings, job_id, "me") is Claim.CLAIMED
     lost = threading.Event()
     progress = JobProgress(settings.sqlalchemy_url, job_id, "me", tmp_path, on_lost=lost.set)
-    progress(ProgressEvent("0:distill", "starting"))
+    progress(ProgressEvent("0:distill", "starting", boundary=StageBoundary(0, "distill", "started")))
     for step in range(1, 2001):  # a fast stream of steps: coalesced, written at most every 0.5 s
         progress(ProgressEvent("0:distill", "training", step=step, total=2000, loss=1.0 / step))
-    progress(ProgressEvent("0:distill", "passed"))
+    row = {"status": "passed", "duration_s": 1.5, "gate": {"passed": True, "shortfalls": []}, "device": "cpu"}
+    progress(ProgressEvent("0:distill", "passed", boundary=StageBoundary(0, "distill", "finished", row, tmp_path)))
     events = job_events(settings, job_id)
     training = [e for e in events if e.message == "training"]
     assert 1 <= len(training) < 20 and training[-1].step == 2000
@@ -121,6 +123,8 @@ def test_progress_is_batched_and_sequenced(settings, tmp_path):
     assert job.current_stage == "0:distill" and job.progress["message"] == "passed"
     stage = next(s for s in job.stages if s.index == 0)
     assert stage.status == "passed" and stage.started_at <= stage.finished_at
+    # the metrics are the row the engine handed over in memory (no stage.json was ever written here)
+    assert stage.metrics["duration_s"] == 1.5 and stage.metrics["gate"]["passed"] and not stage.metrics["resumed"]
 
     with session_scope(settings.sqlalchemy_url) as session:  # another writer takes the next seq
         session.add(Event(job_id=job_id, seq=len(events) + 1, stage="job", message="elsewhere"))

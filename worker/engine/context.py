@@ -5,10 +5,24 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 from .errors import Cancelled
+
+
+@dataclass(frozen=True)
+class StageBoundary:
+    """A stage starting, resumed from its checkpoint, or finished, as data: the worker records stage rows from
+    this, never from the message text. `row` (the stage's report entry) and `directory` (its checkpoint) come
+    with resumed and finished stages, handed over in memory."""
+
+    index: int
+    kind: str
+    phase: Literal["started", "resumed", "finished"]
+    row: dict | None = None
+    directory: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -19,9 +33,13 @@ class ProgressEvent:
     total: int | None = None
     loss: float | None = None
     time: float = field(default_factory=time.time)
+    boundary: StageBoundary | None = None
+    scope: str = ""  # "students/topics" for a run inside a run; "" for the job's own stages
 
     def to_dict(self) -> dict:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        """The event as the API shows it (the typed boundary is for the worker)."""
+        return {k: getattr(self, k) for k in ("stage", "message", "step", "total", "loss", "time")
+                if getattr(self, k) is not None}
 
 
 def _no_progress(event: ProgressEvent) -> None:
@@ -57,7 +75,8 @@ class RunContext:
         outer = self.on_progress
 
         def on_progress(event: ProgressEvent) -> None:
-            outer(dataclasses.replace(event, stage=f"{prefix}/{event.stage}"))
+            scope = f"{prefix}/{event.scope}" if event.scope else prefix
+            outer(dataclasses.replace(event, stage=f"{prefix}/{event.stage}", scope=scope))
 
         return RunContext(on_progress=on_progress, should_cancel=self.should_cancel, on_checkpoint=self.on_checkpoint)
 

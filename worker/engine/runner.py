@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from .context import RunContext
+from .layout import RunLayout
 from .plan import make_plan
 from .recipe import Recipe
 from .run_common import RunResult
@@ -29,7 +30,7 @@ def run(
     ctx = ctx or RunContext()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = out_dir / "work"
+    work_dir = RunLayout(out_dir).work
     plan = make_plan(recipe, base_dir=Path(base_dir), roots=[Path(r) for r in roots], work_dir=work_dir)
     load_builtin_modes()
     try:

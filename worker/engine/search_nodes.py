@@ -21,6 +21,7 @@ from .architecture import evenly_spaced, keep_layers, num_layers
 from .artifacts import save_candidate
 from .candidate import Candidate
 from .context import RunContext
+from .layout import ARTIFACT, NODE_MARKER
 from .measure import dir_size, latency
 from .multi_plan import Point, distill_config, prune_config, quantize_config
 from .plan import Plan
@@ -28,7 +29,7 @@ from .quantization import NO_QUANTIZATION
 from .run_common import load_candidate, write_json
 from .stages import build_stage
 
-MARKER = "node.json"
+MARKER = NODE_MARKER
 
 
 def node_ids(point: Point) -> list[tuple[str, object]]:
@@ -62,7 +63,7 @@ class NodeCache:
         candidate, reused = teacher, []
         path = None
         for index, (node, step) in enumerate(node_ids(point)):
-            path = self.root / node / "artifact"
+            path = self.root / node / ARTIFACT
             if node in self.memory:
                 candidate = self.memory[node]
                 reused.append(node)
@@ -82,7 +83,7 @@ class NodeCache:
         t0 = time.perf_counter()
         candidate = stage.run(parent, self.plan.env, ctx)
         node_dir = self.root / node
-        save_candidate(candidate, node_dir / "artifact")
+        save_candidate(candidate, node_dir / ARTIFACT)
         write_json(node_dir / MARKER, {"node": node, "recipe_sha256": self.rhash, "details": stage.describe(),
                                         "duration_s": round(time.perf_counter() - t0, 3)})
         self.ctx.checkpoint(node_dir)

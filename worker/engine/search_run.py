@@ -18,6 +18,7 @@ from .artifacts import save_candidate, verify_reload
 from .context import RunContext
 from .errors import Cancelled
 from .evaluate import Evaluator, check_gates
+from .layout import ARTIFACT, PROBE_MARKER, TRIAL_MARKER, RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import Point, grid
 from .plan import Plan
@@ -27,7 +28,7 @@ from .run_modes import register_run_mode
 from .search import Outcome, Search, pareto
 from .search_nodes import NodeCache, probe
 
-TRIAL = "trial.json"
+TRIAL = TRIAL_MARKER
 
 
 def search_hash(plan: Plan) -> str:
@@ -85,9 +86,9 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
     recipe, cfg = plan.recipe, plan.recipe.search
     started = time.time()
     rhash = search_hash(plan)
-    root = out_dir / "search"
+    layout = RunLayout(out_dir)
     if not resume:
-        shutil.rmtree(root, ignore_errors=True)
+        shutil.rmtree(layout.search_nodes.parent, ignore_errors=True)
     eval_cfg = recipe.evaluate
     if cfg.objective.minimize != "size" and cfg.objective.batch > 1:
         eval_cfg = eval_cfg.model_copy(update={"throughput_batch": cfg.objective.batch})
@@ -98,11 +99,11 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
     plan.env.teacher = teacher
     evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, sample_texts(plan), ctx)
     gates = gates_of(recipe, list(plan.env.eval))
-    trials: dict[Point, dict] = _load_trials(root / "trials", rhash, points) if resume else {}
+    trials: dict[Point, dict] = _load_trials(layout.search_trials, rhash, points) if resume else {}
     status, stopped_by, order, probe_s = "succeeded", "done", [], 0.0
     try:
         evaluator.set_teacher(teacher)
-        teacher_dir = out_dir / "work" / "teacher"
+        teacher_dir = layout.work / "teacher"
         save_candidate(teacher, teacher_dir)
         report["teacher"] = evaluator.evaluate(teacher, "teacher", teacher_dir)
         shutil.rmtree(teacher_dir, ignore_errors=True)
@@ -111,7 +112,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
         predicted = _predict(plan, teacher, evaluator, eval_cfg, points, out_dir, ctx, report["teacher"], rhash)
         probe_s = time.perf_counter() - t_probe
         search = Search(points, predicted, cfg.objective.latency_tolerance if timed else 0.0)
-        nodes = NodeCache(plan, root / "nodes", rhash, ctx)
+        nodes = NodeCache(plan, layout.search_nodes, rhash, ctx)
         results = {p: Outcome(r["status"] == "passed", r["objective"]) for p, r in trials.items()}
         for p in trials:
             ctx.progress(f"search/{p.id}", "trial resumed: finished before the restart")
@@ -141,7 +142,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
             row = {**_row(point, evaluation, gate, value, reused, time.perf_counter() - t0),
                    "recipe_sha256": rhash, "reload_max_abs_diff": verified, "order": len(results) + 1,
                    "predicted_objective": predicted[point]}
-            trial_dir = root / "trials" / point.id
+            trial_dir = layout.trial_dir(point.id)
             trial_dir.mkdir(parents=True, exist_ok=True)
             write_json(trial_dir / TRIAL, row)
             ctx.checkpoint(trial_dir)
@@ -163,8 +164,8 @@ def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[P
     """Each point's objective predicted from a probe; kept on disk so a resumed search (latency is noisy)
     takes the same decisions."""
     recipe = plan.recipe
-    cache = out_dir / "search" / "probe"
-    marker = cache / "probe.json"
+    cache = RunLayout(out_dir).search_probe
+    marker = cache / PROBE_MARKER
     if marker.is_file():
         saved = json.loads(marker.read_text(encoding="utf-8"))
         if saved.get("recipe_sha256") == rhash:
@@ -172,7 +173,7 @@ def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[P
             return {p: by_id[p.id] for p in points}
     timed = recipe.search.objective.minimize != "size"
     inputs = evaluator._latency_inputs(teacher, eval_cfg) if timed else None
-    probes = probe(plan, teacher, points, out_dir / "work" / "probes", ctx, inputs, eval_cfg.latency_runs)
+    probes = probe(plan, teacher, points, RunLayout(out_dir).work / "probes", ctx, inputs, eval_cfg.latency_runs)
     predicted = {p: objective(recipe, probes[p], teacher_eval) if timed else float(probes[p]["size_bytes"])
                  for p in points}
     cache.mkdir(parents=True, exist_ok=True)
@@ -202,9 +203,9 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: di
     passed = best is not None
     artifact = None
     if status != "cancelled" and passed:
-        artifact = out_dir / "artifact"
+        artifact = RunLayout(out_dir).artifact
         shutil.rmtree(artifact, ignore_errors=True)
-        shutil.copytree(out_dir / "search" / "nodes" / _leaf(best) / "artifact", artifact)
+        shutil.copytree(RunLayout(out_dir).search_nodes / _leaf(best) / ARTIFACT, artifact)
     effort = None if passed else _best_effort(trials, gates_of(recipe, list(plan.env.eval)))
     if status == "succeeded" and not passed:
         status = "failed-gate"
@@ -219,13 +220,13 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: di
     }
     report.update({
         "status": status,
-        "final": {"stage_index": None, "artifact": "artifact" if artifact else None,
+        "final": {"stage_index": None, "artifact": ARTIFACT if artifact else None,
                   "trial": best.id if best else None},
         "shortfalls": effort["shortfalls"] if effort and status == "failed-gate" else [],
         "duration_s": round(time.time() - started, 3),
     })
-    write_json(out_dir / "report.json", report)
-    write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
+    write_json(RunLayout(out_dir).report, report)
+    write_json(RunLayout(out_dir).manifest, build_manifest(plan, status, artifact, out_dir))
     ctx.progress("final", status)
     return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)
 

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 
 from .artifacts import save_candidate, verify_reload
-from .context import RunContext
+from .context import RunContext, StageBoundary
 from .errors import Cancelled, VerificationError
 from .evaluate import Evaluator, check_gates
+from .layout import ARTIFACT, STAGE_MARKER, RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .plan import Plan
 from .run_common import REPORT_VERSION, RunResult, load_candidate, load_teacher, sample_texts, write_json
@@ -24,7 +25,7 @@ from .run_modes import register_run_mode
 
 
 def _resume_row(stage_dir: Path, rhash: str, index: int) -> dict | None:
-    marker = stage_dir / "stage.json"
+    marker = stage_dir / STAGE_MARKER
     if not marker.is_file():
         return None
     row = json.loads(marker.read_text(encoding="utf-8"))
@@ -37,14 +38,15 @@ def _write_failed(out_dir: Path, report: dict, started: float, stage, exc: Verif
     report.update({"status": "failed", "error": {**exc.to_dict(), "stage_index": stage.index},
                    "final": {"stage_index": None, "artifact": None}, "shortfalls": [],
                    "duration_s": round(time.time() - started, 3)})
-    write_json(out_dir / "report.json", report)
+    write_json(RunLayout(out_dir).report, report)
 
 
 def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunResult:
     """Teacher -> stages -> the artifact, the report and the manifest, in out_dir."""
     recipe = plan.recipe
     out_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = out_dir / "work"
+    layout = RunLayout(out_dir)
+    work_dir = layout.work
     rhash = recipe_hash(plan)
     torch.manual_seed(recipe.seed)
     started = time.time()
@@ -67,23 +69,24 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
         for stage in plan.stages:
             ctx.check_cancel()
             label = stage.label
-            stage_dir = out_dir / "stages" / f"{stage.index:02d}-{stage.config.kind}"
+            stage_dir = layout.stage_dir(stage.index, stage.config.kind)
             row = _resume_row(stage_dir, rhash, stage.index) if resume else None
             if row is not None:
-                ctx.progress(label, "resumed from checkpoint")
-                if stage_dir.joinpath("artifact").is_dir():
-                    candidate = load_candidate(stage_dir / "artifact", plan)
-                    cand_dir = stage_dir / "artifact"
+                ctx.progress(label, "resumed from checkpoint",
+                             boundary=StageBoundary(stage.index, stage.config.kind, "resumed", row, stage_dir))
+                if stage_dir.joinpath(ARTIFACT).is_dir():
+                    candidate = load_candidate(stage_dir / ARTIFACT, plan)
+                    cand_dir = stage_dir / ARTIFACT
                 row["resumed"] = True
             else:
-                ctx.progress(label, "starting")
+                ctx.progress(label, "starting", boundary=StageBoundary(stage.index, stage.config.kind, "started"))
                 t0 = time.perf_counter()
                 if not stage.transforms_model:  # a measuring stage (evaluate) re-evaluates with its settings
                     evaluation = evaluator.evaluate(candidate, label, cand_dir, stage.config)
                     verified = None
                 else:
                     candidate = stage.run(candidate, plan.env, ctx)
-                    cand_dir = save_candidate(candidate, stage_dir / "artifact")
+                    cand_dir = save_candidate(candidate, stage_dir / ARTIFACT)
                     try:
                         verified = verify_reload(candidate, cand_dir, sample_texts(plan), recipe.max_length)
                     except VerificationError as exc:
@@ -99,11 +102,12 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
                     "artifact": None if cand_dir is None else str(cand_dir.relative_to(out_dir)),
                 }
                 stage_dir.mkdir(parents=True, exist_ok=True)
-                write_json(stage_dir / "stage.json", row)
+                write_json(stage_dir / STAGE_MARKER, row)
                 ctx.checkpoint(stage_dir)
             row["status"] = "passed" if row["gate"]["passed"] else "failed-gate"
             report["stages"].append(row)
-            ctx.progress(label, row["status"])
+            ctx.progress(label, row["status"],
+                         boundary=StageBoundary(stage.index, stage.config.kind, "finished", row, stage_dir))
             if not row["gate"]["passed"]:
                 status = "failed-gate"
                 break
@@ -114,17 +118,17 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
 
     artifact = None
     if best_dir is not None and status != "cancelled":
-        artifact = out_dir / "artifact"
+        artifact = layout.artifact
         shutil.rmtree(artifact, ignore_errors=True)
         shutil.copytree(best_dir, artifact)
     report.update({
         "status": status,
-        "final": {"stage_index": best_index, "artifact": "artifact" if artifact else None},
+        "final": {"stage_index": best_index, "artifact": ARTIFACT if artifact else None},
         "shortfalls": report["stages"][-1]["gate"]["shortfalls"] if status == "failed-gate" else [],
         "duration_s": round(time.time() - started, 3),
     })
-    write_json(out_dir / "report.json", report)
-    write_json(out_dir / "manifest.json", build_manifest(plan, status, artifact, out_dir))
+    write_json(layout.report, report)
+    write_json(layout.manifest, build_manifest(plan, status, artifact, out_dir))
     if work_dir != plan.env.work_dir:  # a run inside a run (a student): its own scratch space
         shutil.rmtree(work_dir, ignore_errors=True)
     ctx.progress("final", status)

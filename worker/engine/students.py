@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 from .context import RunContext
+from .layout import RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import StudentPlan
 from .plan import Plan
@@ -101,7 +102,8 @@ def run_students(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> Ru
         ctx.check_cancel()
         scope = f"students/{student.name}"
         ctx.progress(scope, f"student {student.name} ({student.kind}: {', '.join(student.tasks)})")
-        result = run_plan(student_plan(plan, student), out_dir / scope, ctx.scoped(scope), resume)
+        result = run_plan(student_plan(plan, student), RunLayout(out_dir).student(student.name).root,
+                          ctx.scoped(scope), resume)
         results.append((student, result))
         if result.status == "cancelled":
             break
@@ -122,11 +124,11 @@ def run_students(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> Ru
                   "students": {e["name"]: e["artifact"] for e in entries if e["artifact"]}},
         "duration_s": round(time.time() - started, 3),
     }
-    write_json(out_dir / "report.json", report)
+    write_json(RunLayout(out_dir).report, report)
     manifest = build_manifest(plan, status, None, out_dir)
     manifest["students"] = {e["name"]: {"path": e["artifact"], "files": hash_dir(out_dir / e["artifact"])}
                             for e in entries if e["artifact"]}
-    write_json(out_dir / "manifest.json", manifest)
+    write_json(RunLayout(out_dir).manifest, manifest)
     ctx.progress("final", status)
     return RunResult(status=status, report=json.loads(json.dumps(report)), out_dir=out_dir, artifact=None,
                      artifacts={s.name: r.artifact for s, r in results if r.artifact is not None})
