@@ -132,6 +132,9 @@ class _Store:
     def size(self, key: str) -> int | None:
         return len(self.objects[key]) if key in self.objects else None
 
+    def local_path(self, key: str) -> Path | None:
+        return None  # a remote store: every read is a fetch
+
     def list(self, prefix: str):
         return [(k, len(v), datetime.now()) for k, v in sorted(self.objects.items()) if k.startswith(prefix)]
 
