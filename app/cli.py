@@ -147,12 +147,13 @@ def cmd_gc(args: argparse.Namespace) -> int:
     verb = "would remove" if args.dry_run else "removed"
     for kind, items in (("artifact", removed.artifacts), ("dataset", removed.datasets), ("model", removed.models),
                         ("object", removed.objects), ("partial upload", removed.staging),
-                        ("multipart upload", removed.multipart)):
+                        ("multipart upload", removed.multipart), ("model snapshot", removed.snapshots)):
         for item in items:
             print(f"{verb} {kind} {item}")
     print(f"{verb} {len(removed.artifacts)} artifacts, {len(removed.datasets)} datasets, {len(removed.models)} "
           f"models, {len(removed.objects)} store objects, {len(removed.staging)} partial uploads, "
-          f"{len(removed.multipart)} multipart uploads, {removed.idempotency_keys} expired idempotency keys",
+          f"{len(removed.multipart)} multipart uploads, {len(removed.snapshots)} model snapshots, "
+          f"{removed.idempotency_keys} expired idempotency keys",
           file=sys.stderr)
     return EXIT_OK
 

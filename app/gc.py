@@ -27,6 +27,8 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from worker.engine.references import SNAPSHOTS
+
 from .db.base import session_scope, utcnow
 from .db.models import Artifact, DatasetRecord, Job, ModelRecord
 from .repositories.jobs import purge_idempotency_keys
@@ -47,6 +49,7 @@ class Removed:
     objects: list[str] = field(default_factory=list)  # store keys of removed uploads and orphans
     staging: list[str] = field(default_factory=list)  # stale partial uploads (an API died mid-upload)
     multipart: list[str] = field(default_factory=list)  # keys of stale multipart uploads aborted (store s3)
+    snapshots: list[str] = field(default_factory=list)  # digests of verified model copies no model row has now
     idempotency_keys: int = 0  # expired ones: they outlive no job's retention, only their 24 hours
 
 
@@ -117,10 +120,12 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
         removed.idempotency_keys = purged
         live_ids, _ = _live_references(session)
         keep_ids = live_ids | _upload_ids(session)
+        registered = _registered_digests(session)
         if dry_run:
             session.rollback()
     if dry_run:
         removed.multipart = [key for key, _ in store.incomplete_uploads(utcnow() - STAGING_STALE)]
+        removed.snapshots = _remove_orphan_snapshots(settings.data_dir / SNAPSHOTS, registered, dry_run=True)
         return removed
     for key in removed.artifacts:
         store.delete(key)
@@ -140,9 +145,29 @@ def run_gc(settings: Settings, *, older_than_days: float | None = None, dry_run:
                 removed.objects.append(key)
     _remove_local(settings, set(removed.jobs), prefixes)
     removed.staging = _remove_stale_staging(settings.data_dir / "uploads" / ".staging")
+    removed.snapshots = _remove_orphan_snapshots(settings.data_dir / SNAPSHOTS, registered)
     # No upload runs for a day: an older one's process was killed mid-upload.
     removed.multipart = store.abort_incomplete_uploads(utcnow() - STAGING_STALE)
     return removed
+
+
+def _registered_digests(session: Session) -> set[str]:
+    """The digests of registered local folders: each one's verified copy (worker/engine/safe_files.py) stays."""
+    rows = session.execute(select(ModelRecord.source, ModelRecord.sha256))
+    return {digest for source, digest in rows if (source or {}).get("source") == "local" and digest}
+
+
+def _remove_orphan_snapshots(snapshots: Path, registered: set[str], dry_run: bool = False) -> list[str]:
+    """Verified copies whose digest no model row has any more (its folder was re-registered with other
+    content, or its row deleted). Half-made copies (.part-*) are the snapshot code's to clear."""
+    gone = []
+    for entry in sorted(snapshots.iterdir()) if snapshots.is_dir() else []:
+        if entry.name.startswith(".") or entry.name in registered or entry.is_symlink() or not entry.is_dir():
+            continue
+        if not dry_run:
+            shutil.rmtree(entry, ignore_errors=True)
+        gone.append(entry.name)
+    return gone
 
 
 def _remove_stale_staging(staging: Path) -> list[str]:

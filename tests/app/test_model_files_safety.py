@@ -173,3 +173,26 @@ def test_a_swap_after_the_submit_never_reaches_an_artifact(client, settings, tin
         f"teacher: {CHANGED}: model file config.json is a symbolic link"), done["redone"]["failure"]
     files |= artifact_files(client, jobs["redone"])
     assert not [name for name, data in files.items() if SECRET in data]
+
+
+def test_gc_removes_the_verified_copy_of_a_folder_no_model_row_names(client, settings, tiny_bert, reg):  # noqa: F811
+    from sqlalchemy import delete
+
+    from app.db.base import session_scope
+    from app.db.models import ModelRecord
+    from app.gc import run_gc
+
+    models = [register(client, folder(settings, tiny_bert, name, note=name)) for name in ("stays", "goes")]
+    for model in models:  # the first submit makes each folder's verified copy
+        r = client.post("/v1/jobs", json=body(reg, teacher={"model": model["id"]}, stages=[QUANTIZE],
+                                              evaluate=FAST_EVAL, max_length=32))
+        assert r.status_code == 201, r.text
+        assert (settings.data_dir / SNAPSHOTS / model["sha256"]).is_dir()
+    with session_scope(settings.sqlalchemy_url) as session:  # as a deletion of the model would
+        session.execute(delete(ModelRecord).where(ModelRecord.id == models[1]["id"]))
+
+    assert run_gc(settings, dry_run=True).snapshots == [models[1]["sha256"]]
+    assert (settings.data_dir / SNAPSHOTS / models[1]["sha256"]).is_dir()  # a dry run removes nothing
+    assert run_gc(settings).snapshots == [models[1]["sha256"]]
+    assert not (settings.data_dir / SNAPSHOTS / models[1]["sha256"]).exists()
+    assert (settings.data_dir / SNAPSHOTS / models[0]["sha256"]).is_dir()
