@@ -12,6 +12,8 @@ import logging
 import shutil
 import uuid
 
+from kombu.exceptions import OperationalError as BrokerError
+from redis import RedisError
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -223,10 +225,15 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
         if job is None:
             raise
         return job, False
+    # The job is committed as queued: a failed send is not the client's problem (201 all the same), since the
+    # reconciler sends queued jobs without a live lease again every reconcile_seconds.
     try:
         enqueue_job(settings, job.id, queue)
-    except Exception:  # the job is committed as queued; the reconciler re-sends queued jobs without a lease
-        log.exception("could not enqueue %s on %s; the reconciler will retry", job.id, queue)
+    except (OSError, BrokerError, RedisError) as exc:  # the broker is down or restarting: expected, one line
+        log.warning("could not enqueue %s on %s (broker unreachable: %s); the reconciler will send it",
+                    job.id, queue, exc)
+    except Exception:
+        log.exception("could not enqueue %s on %s; the reconciler will send it", job.id, queue)
     return job, True
 
 
