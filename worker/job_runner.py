@@ -29,6 +29,7 @@ from worker.celery_app import clear_marker, enqueue_job
 from worker.engine import EngineError, ProgressEvent, RunContext, RunResult, parse_recipe
 from worker.engine import run as run_engine
 from worker.engine.errors import Cancelled
+from worker.engine.report import Shortfall, load_report
 from worker.lease import ACTIVE, SHUTDOWN, Claim, Lease, aware, claim, exit_now, new_owner, release
 from worker.oom import is_out_of_memory, out_of_memory_message
 from worker.progress_db import JobProgress, LeaseLost, max_seq
@@ -208,27 +209,27 @@ def _timeout_message(settings: Settings) -> str:
             "checkpointed")
 
 
-def _shortfall_text(s: dict) -> str:
-    kept = "n/a" if s.get("retention") is None else f"{s['retention']:.4f}"
-    short = f" (short by {s['short_by']:.4f})" if s.get("short_by") else ""
-    who = f"student {s['student']}: " if s.get("student") else ""
-    return f"{who}task {s['task']} kept {kept} of the teacher's {s.get('metric')}, needs {s['required']}{short}"
+def _shortfall_text(s: Shortfall) -> str:
+    kept = "n/a" if s.retention is None else f"{s.retention:.4f}"
+    short = f" (short by {s.short_by:.4f})" if s.short_by else ""
+    who = f"student {s.student}: " if s.student else ""
+    return f"{who}task {s.task} kept {kept} of the teacher's {s.metric}, needs {s.required}{short}"
 
 
-def _gate_message(report: dict) -> str:
-    parts = [_shortfall_text(s) for s in report.get("shortfalls", [])]
-    if report.get("search") is not None:
-        search = report["search"]
-        effort = (search.get("best_effort") or {}).get("id", "none")
-        return (f"no candidate of {search['trials_run']} trials passed every gate; the best effort, {effort}: "
+def _gate_message(data: dict) -> str:
+    report = load_report(data)
+    parts = [_shortfall_text(s) for s in report.shortfalls]
+    if report.search is not None:
+        effort = report.search.best_effort.id if report.search.best_effort else "none"
+        return (f"no candidate of {report.search.trials_run} trials passed every gate; the best effort, {effort}: "
                 + "; ".join(parts or ["see the report"]))
-    if report.get("students") is not None:
-        ok = sorted(report["final"].get("students") or {})
+    if report.students is not None:
+        ok = sorted((report.final.students if report.final else None) or {})
         return ("a student failed its quality gate: " + "; ".join(parts or ["see the report"])
                 + (f"; passing students are still downloadable ({', '.join(ok)})" if ok else ""))
-    stage = report["stages"][-1] if report.get("stages") else {}
-    label = f"{stage.get('index')}:{stage.get('kind')}" if stage else "a stage"
-    best = (report.get("final") or {}).get("stage_index")
+    stage = report.stages[-1] if report.stages else None
+    label = f"{stage.index}:{stage.kind}" if stage else "a stage"
+    best = report.final.stage_index if report.final else None
     kept_note = f"; the artifact is the last passing stage ({best})" if best is not None else "; no stage passed"
     return f"stage {label} failed its quality gate: " + "; ".join(parts or ["see the report"]) + kept_note
 

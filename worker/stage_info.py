@@ -17,6 +17,7 @@ import socket
 from pathlib import Path
 
 from worker.engine.layout import RunLayout
+from worker.engine.report import load_report, save_report
 
 log = logging.getLogger("distillery.worker")
 WORKER_FILE = "worker.json"
@@ -86,6 +87,4 @@ def rewrite_report(report: dict, out_dir: Path) -> None:
         return
     path = RunLayout(out_dir).report
     if path.is_file():
-        tmp = path.with_name(f".{path.name}.part")
-        tmp.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")  # as the engine writes it
-        os.replace(tmp, path)
+        save_report(load_report(report), path)  # typed: what the worker adds fits the report's schema

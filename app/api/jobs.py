@@ -7,6 +7,8 @@ from typing import Annotated
 
 from fastapi import Header, Query, Response
 
+from worker.engine.report import Report, load_report
+
 from ..errors import Unprocessable
 from ..repositories import jobs as repo
 from ..services import jobs as service
@@ -103,7 +105,9 @@ def cancel_job(job_id: JobId, owner: Owner, db: Db) -> JobOut:
 
 @router.get("/jobs/{job_id}/report", summary="The engine's report: per stage, per task metrics",
             description="Available once the job has finished. Before that: 409 (`job_not_finished`). A job that "
-            "ended without one (cancelled or failed before evaluating): 404.",
+            "ended without one (cancelled or failed before evaluating): 404. Its schema is the engine's typed "
+            "report (worker/engine/report.py), versioned by `report_version`.",
+            response_model=Report, response_model_exclude_unset=True,
             responses={200: {"description": "the engine's report.json", "content": {"application/json": {
                 "example": {"report_version": 1, "task": "feature-extraction", "status": "succeeded",
                             "teacher": {"tasks": {"sts": {"metrics": {"spearman": 0.82}}}},
@@ -111,5 +115,5 @@ def cancel_job(job_id: JobId, owner: Owner, db: Db) -> JobOut:
                                         "gate": {"passed": True, "shortfalls": []}}],
                             "final": {"stage_index": 0, "artifact": "artifact"}}}}},
                        **problems(401, 404, 409, 422, examples={409: NOT_FINISHED})})
-def get_report(job_id: JobId, owner: Owner, db: Db) -> dict:
-    return service.report(db, owner, job_id)
+def get_report(job_id: JobId, owner: Owner, db: Db) -> Report:
+    return load_report(service.report(db, owner, job_id))

@@ -265,10 +265,16 @@ def test_report(client, settings):
     assert r.status_code == 409 and r.json()["type"].endswith("job_not_finished")
     set_job(settings, job_id, status="cancelled")
     assert client.get(f"/v1/jobs/{job_id}/report").status_code == 404
-    report = {"report_version": 1, "status": "succeeded", "stages": [{"index": 0, "gate": {"passed": True}}]}
+    report = {"report_version": 1, "task": "feature-extraction", "device": "cpu", "recipe_sha256": "ab" * 32,
+              "versions": {"torch": "2.13.0"}, "stages": [], "status": "succeeded", "shortfalls": [],
+              "final": {"stage_index": None, "artifact": None}, "duration_s": 1.5}
     set_job(settings, job_id, status="succeeded", report=report, failure_code=None)
     r = client.get(f"/v1/jobs/{job_id}/report")
-    assert r.status_code == 200 and r.json() == report
+    assert r.status_code == 200 and r.json() == report  # as stored: no field added, none dropped
+    spec = client.get("/openapi.json").json()
+    typed = spec["paths"]["/v1/jobs/{job_id}/report"]["get"]["responses"]["200"]["content"]["application/json"]
+    assert typed["schema"] == {"$ref": "#/components/schemas/Report"}
+    assert {"StageRow", "Evaluation", "TaskResult", "SearchSection"} <= set(spec["components"]["schemas"])
 
 
 def test_job_shows_progress_and_failure(client, settings):

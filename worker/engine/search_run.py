@@ -23,7 +23,8 @@ from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import Point, grid
 from .plan import Plan
 from .recipe import Gates, Recipe
-from .run_common import REPORT_VERSION, RunResult, load_teacher, sample_texts, write_json
+from .report import ReportBuilder
+from .run_common import RunResult, load_teacher, sample_texts, write_json
 from .run_modes import register_run_mode
 from .search import Outcome, Search, pareto
 from .search_nodes import NodeCache, probe
@@ -93,8 +94,8 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
     if cfg.objective.minimize != "size" and cfg.objective.batch > 1:
         eval_cfg = eval_cfg.model_copy(update={"throughput_batch": cfg.objective.batch})
     points = grid(recipe)
-    report: dict = {"report_version": REPORT_VERSION, "task": recipe.task, "device": str(plan.env.device),
-                    "recipe_sha256": recipe_hash(plan), "versions": library_versions(), "stages": []}
+    report = ReportBuilder(task=recipe.task, device=str(plan.env.device), recipe_sha256=recipe_hash(plan),
+                           versions=library_versions(), mode="search")
     teacher = load_teacher(plan, ctx)
     plan.env.teacher = teacher
     evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, sample_texts(plan), ctx)
@@ -105,11 +106,11 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
         evaluator.set_teacher(teacher)
         teacher_dir = layout.work / "teacher"
         save_candidate(teacher, teacher_dir)
-        report["teacher"] = evaluator.evaluate(teacher, "teacher", teacher_dir)
+        report.teacher(evaluator.evaluate(teacher, "teacher", teacher_dir))
         shutil.rmtree(teacher_dir, ignore_errors=True)
         t_probe = time.perf_counter()
         timed = cfg.objective.minimize != "size"
-        predicted = _predict(plan, teacher, evaluator, eval_cfg, points, out_dir, ctx, report["teacher"], rhash)
+        predicted = _predict(plan, teacher, evaluator, eval_cfg, points, out_dir, ctx, report.fields["teacher"], rhash)
         probe_s = time.perf_counter() - t_probe
         search = Search(points, predicted, cfg.objective.latency_tolerance if timed else 0.0)
         nodes = NodeCache(plan, layout.search_nodes, rhash, ctx)
@@ -138,7 +139,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
             verified = verify_reload(candidate, path, sample_texts(plan), recipe.max_length)
             evaluation = evaluator.evaluate(candidate, label, path)
             gate = check_gates(evaluation["tasks"], gates)
-            value = objective(recipe, evaluation, report["teacher"])
+            value = objective(recipe, evaluation, report.fields["teacher"])
             row = {**_row(point, evaluation, gate, value, reused, time.perf_counter() - t0),
                    "recipe_sha256": rhash, "reload_max_abs_diff": verified, "order": len(results) + 1,
                    "predicted_objective": predicted[point]}
@@ -195,7 +196,7 @@ def _best_effort(trials: dict[Point, dict], gates: Gates) -> dict | None:
             "shortfalls": row["gate"]["shortfalls"], "worst_retention": row["worst_retention"]}
 
 
-def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: dict[Point, dict],
+def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: ReportBuilder, trials: dict[Point, dict],
             order: list[Point], best: Point | None, status: str, stopped_by: str, probe_s: float,
             started: float, points: list[Point]) -> RunResult:
     recipe = plan.recipe
@@ -209,7 +210,7 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: di
     effort = None if passed else _best_effort(trials, gates_of(recipe, list(plan.env.eval)))
     if status == "succeeded" and not passed:
         status = "failed-gate"
-    report["search"] = {
+    report.section(search={
         "objective": recipe.search.objective.model_dump(mode="json"), "prune": recipe.search.prune,
         "space": recipe.search.space.model_dump(mode="json"), "grid_size": len(points),
         "trials_run": len(rows), "stopped_by": stopped_by, "probe_s": round(probe_s, 3),
@@ -217,18 +218,15 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: dict, trials: di
         "best_effort": effort,
         "frontier": {"size": pareto(rows, "size_bytes"), "latency": pareto(rows, "latency_ms")},
         "trials": [{k: v for k, v in r.items() if k != "recipe_sha256"} for r in rows],
-    }
-    report.update({
-        "status": status,
-        "final": {"stage_index": None, "artifact": ARTIFACT if artifact else None,
-                  "trial": best.id if best else None},
-        "shortfalls": effort["shortfalls"] if effort and status == "failed-gate" else [],
-        "duration_s": round(time.time() - started, 3),
     })
-    write_json(RunLayout(out_dir).report, report)
+    report.started = started
+    final = report.finish(status, {"stage_index": None, "artifact": ARTIFACT if artifact else None,
+                                   "trial": best.id if best else None},
+                          effort["shortfalls"] if effort and status == "failed-gate" else [])
+    report.save(RunLayout(out_dir).report)
     write_json(RunLayout(out_dir).manifest, build_manifest(plan, status, artifact, out_dir))
     ctx.progress("final", status)
-    return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)
+    return RunResult(status=status, report=final, out_dir=out_dir, artifact=artifact)
 
 
 def _leaf(point: Point) -> str:

@@ -20,7 +20,8 @@ from .evaluate import Evaluator, check_gates
 from .layout import ARTIFACT, STAGE_MARKER, RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .plan import Plan
-from .run_common import REPORT_VERSION, RunResult, load_candidate, load_teacher, sample_texts, write_json
+from .report import ReportBuilder
+from .run_common import RunResult, load_candidate, load_teacher, sample_texts, write_json
 from .run_modes import register_run_mode
 
 
@@ -32,13 +33,12 @@ def _resume_row(stage_dir: Path, rhash: str, index: int) -> dict | None:
     return row if row.get("recipe_sha256") == rhash and row.get("index") == index else None
 
 
-def _write_failed(out_dir: Path, report: dict, started: float, stage, exc: VerificationError) -> None:
+def _write_failed(out_dir: Path, report: ReportBuilder, stage, exc: VerificationError) -> None:
     """The run stops: report.json says which stage's artifact failed verification (no artifact is kept
     as final, and the stage gets no checkpoint marker, so a resume redoes it)."""
-    report.update({"status": "failed", "error": {**exc.to_dict(), "stage_index": stage.index},
-                   "final": {"stage_index": None, "artifact": None}, "shortfalls": [],
-                   "duration_s": round(time.time() - started, 3)})
-    write_json(RunLayout(out_dir).report, report)
+    report.finish("failed", {"stage_index": None, "artifact": None},
+                  error={**exc.to_dict(), "stage_index": stage.index})
+    report.save(RunLayout(out_dir).report)
 
 
 def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunResult:
@@ -49,9 +49,8 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
     work_dir = layout.work
     rhash = recipe_hash(plan)
     torch.manual_seed(recipe.seed)
-    started = time.time()
-    report: dict = {"report_version": REPORT_VERSION, "task": recipe.task, "device": str(plan.env.device),
-                    "recipe_sha256": rhash, "versions": library_versions(), "stages": []}
+    report = ReportBuilder(task=recipe.task, device=str(plan.env.device), recipe_sha256=rhash,
+                           versions=library_versions(), mode="single")
 
     teacher = load_teacher(plan, ctx)
     plan.env.teacher = teacher
@@ -62,7 +61,7 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
         evaluator.set_teacher(teacher)
         teacher_dir = work_dir / "teacher"
         save_candidate(teacher, teacher_dir)
-        report["teacher"] = evaluator.evaluate(teacher, "teacher", teacher_dir)
+        report.teacher(evaluator.evaluate(teacher, "teacher", teacher_dir))
         shutil.rmtree(teacher_dir, ignore_errors=True)
 
         candidate, cand_dir = teacher, None
@@ -90,7 +89,7 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
                     try:
                         verified = verify_reload(candidate, cand_dir, sample_texts(plan), recipe.max_length)
                     except VerificationError as exc:
-                        _write_failed(out_dir, report, started, stage, exc)
+                        _write_failed(out_dir, report, stage, exc)
                         raise
                     evaluation = evaluator.evaluate(candidate, label, cand_dir)
                 row = {
@@ -105,7 +104,7 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
                 write_json(stage_dir / STAGE_MARKER, row)
                 ctx.checkpoint(stage_dir)
             row["status"] = "passed" if row["gate"]["passed"] else "failed-gate"
-            report["stages"].append(row)
+            report.stage(row)
             ctx.progress(label, row["status"],
                          boundary=StageBoundary(stage.index, stage.config.kind, "finished", row, stage_dir))
             if not row["gate"]["passed"]:
@@ -121,18 +120,15 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
         artifact = layout.artifact
         shutil.rmtree(artifact, ignore_errors=True)
         shutil.copytree(best_dir, artifact)
-    report.update({
-        "status": status,
-        "final": {"stage_index": best_index, "artifact": ARTIFACT if artifact else None},
-        "shortfalls": report["stages"][-1]["gate"]["shortfalls"] if status == "failed-gate" else [],
-        "duration_s": round(time.time() - started, 3),
-    })
-    write_json(layout.report, report)
+    shortfalls = report.fields["stages"][-1]["gate"]["shortfalls"] if status == "failed-gate" else []
+    final = report.finish(status, {"stage_index": best_index, "artifact": ARTIFACT if artifact else None},
+                          shortfalls)
+    report.save(layout.report)
     write_json(layout.manifest, build_manifest(plan, status, artifact, out_dir))
     if work_dir != plan.env.work_dir:  # a run inside a run (a student): its own scratch space
         shutil.rmtree(work_dir, ignore_errors=True)
     ctx.progress("final", status)
-    return RunResult(status=status, report=report, out_dir=out_dir, artifact=artifact)
+    return RunResult(status=status, report=final, out_dir=out_dir, artifact=artifact)
 
 
 register_run_mode("single", lambda plan: True, run_plan, priority=100)  # the fallback: one student, the stages

@@ -9,7 +9,6 @@ a per-task student is gated on its own task only, the shared student on all of t
 from __future__ import annotations
 
 import dataclasses
-import json
 import time
 from pathlib import Path
 
@@ -20,7 +19,8 @@ from .multi_plan import StudentPlan
 from .plan import Plan
 from .recipe import Gates
 from .references import hash_dir
-from .run_common import REPORT_VERSION, RunResult, write_json
+from .report import ReportBuilder
+from .run_common import RunResult, write_json
 from .run_modes import register_run_mode
 from .single_run import run_plan
 from .stages import build_stage
@@ -111,26 +111,21 @@ def run_students(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> Ru
     statuses = {r.status for _, r in results}
     status = "cancelled" if "cancelled" in statuses else "failed-gate" if "failed-gate" in statuses else "succeeded"
     teacher = results[0][1].report.get("teacher", {}) if results else {}
-    report = {
-        "report_version": REPORT_VERSION, "task": plan.recipe.task, "device": str(plan.env.device),
-        "recipe_sha256": recipe_hash(plan), "versions": library_versions(),
-        "strategy": plan.recipe.strategy_used(), "teacher": teacher, "stages": [],
-        "students": entries,
-        "comparison": _comparison(teacher, entries, plan.recipe.gate_for),
-        "choices": _choices(entries),
-        "status": status,
-        "shortfalls": [{"student": e["name"], **s} for e in entries for s in e["shortfalls"]],
-        "final": {"stage_index": None, "artifact": None,
-                  "students": {e["name"]: e["artifact"] for e in entries if e["artifact"]}},
-        "duration_s": round(time.time() - started, 3),
-    }
-    write_json(RunLayout(out_dir).report, report)
+    builder = ReportBuilder(task=plan.recipe.task, device=str(plan.env.device), recipe_sha256=recipe_hash(plan),
+                            versions=library_versions(), mode="students")
+    builder.started = started
+    builder.section(strategy=plan.recipe.strategy_used(), teacher=teacher, students=entries,
+                    comparison=_comparison(teacher, entries, plan.recipe.gate_for), choices=_choices(entries))
+    report = builder.finish(status, {"stage_index": None, "artifact": None,
+                                     "students": {e["name"]: e["artifact"] for e in entries if e["artifact"]}},
+                            [{"student": e["name"], **s} for e in entries for s in e["shortfalls"]])
+    builder.save(RunLayout(out_dir).report)
     manifest = build_manifest(plan, status, None, out_dir)
     manifest["students"] = {e["name"]: {"path": e["artifact"], "files": hash_dir(out_dir / e["artifact"])}
                             for e in entries if e["artifact"]}
     write_json(RunLayout(out_dir).manifest, manifest)
     ctx.progress("final", status)
-    return RunResult(status=status, report=json.loads(json.dumps(report)), out_dir=out_dir, artifact=None,
+    return RunResult(status=status, report=report, out_dir=out_dir, artifact=None,
                      artifacts={s.name: r.artifact for s, r in results if r.artifact is not None})
 
 
