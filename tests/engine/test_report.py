@@ -31,7 +31,8 @@ def _recipes(request, data, two_tasks, tiny_bert_cls) -> dict[str, dict]:
         "failed-gate": recipe_for("feature-extraction", request, data, [DISTILL], gates={"min_retention": 0.9999}),
         "students": {**multi, "strategy": "both", "stages": [DISTILL]},
         "search": {**multi, "stages": [{k: v for k, v in DISTILL.items() if k != "student"}],
-                   "search": {"space": {"depth": [1, 2], "sparsity": [0, 0.5], "quantization": ["none", "int8-dynamic"]}}},
+                   "search": {"space": {"depth": [1, 2], "sparsity": [0, 0.5],
+                                        "quantization": ["none", "int8-dynamic"]}}},
     }
 
 
