@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .cli_jobs import add_commands as add_job_commands
 from .compress_cmd import cmd_compress
+from .db.migrate import migrate
 from .exit_codes import EXIT_BAD_INPUT, EXIT_CANCELLED, EXIT_INTERNAL, EXIT_OK
 
 
@@ -24,31 +25,6 @@ def _quiet_libraries() -> None:
 
     transformers.logging.set_verbosity_error()
     transformers.utils.logging.disable_progress_bar()
-
-
-MIGRATION_LOCK = 0x64697374  # "dist": one process at a time runs migrations on PostgreSQL
-
-
-def migrate(url: str) -> None:
-    """alembic upgrade head. On PostgreSQL under an advisory lock: the API and every worker run this on
-    start, and two concurrent upgrades would both try to create the same tables."""
-    from .db.migrate import upgrade
-
-    if not url.startswith("postgresql"):
-        upgrade(url)
-        return
-    import sqlalchemy as sa
-
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text("SELECT pg_advisory_lock(:k)"), {"k": MIGRATION_LOCK})
-            try:
-                upgrade(url)
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": MIGRATION_LOCK})
-    finally:
-        engine.dispose()
 
 
 def _service_settings(args: argparse.Namespace):

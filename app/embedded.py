@@ -120,7 +120,7 @@ class Embedded:
 
         from worker.supervisor import WorkerProcess, worker_command
 
-        from .cli import migrate
+        from .db.migrate import migrate
 
         migrate(settings.sqlalchemy_url)
         secret = _first_key(settings)

@@ -90,7 +90,7 @@ def test_api_migrates_serves_and_reconciles(settings, tmp_path):
 @pytest.mark.parametrize("database_url", ["postgres"], indirect=True)  # SQLite belongs to one `serve`
 def test_migrations_run_concurrently_on_start(database_url):
     """Every process runs `alembic upgrade head` on start; on PostgreSQL an advisory lock serialises them."""
-    from app.cli import migrate
+    from app.db.migrate import migrate
 
     errors: list[BaseException] = []
 
