@@ -1,5 +1,5 @@
 """Quantization methods, registered by name: see registry.py. A new method is one module here (a QuantMethod
-subclass decorated with @register_method) plus its import below; nothing else changes."""
+subclass decorated with @register_method); nothing else changes."""
 
 from .registry import (
     NO_QUANTIZATION,
@@ -15,8 +15,13 @@ from .registry import (
 
 
 def load_builtin_methods() -> None:
-    """Import the built-in methods (they import torch, so the recipe calls this only when validating)."""
-    from . import cast, int4_weight_only, int8_dynamic, int8_weight_only  # noqa: F401
+    """Import every module of this package, so each method registers itself: a new method is a new file here
+    and nothing else. Lazily, because the methods import torch and recipes are parsed where it is not loaded."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        importlib.import_module(f"{__name__}.{module.name}")
 
 
 __all__ = ["NO_QUANTIZATION", "QuantMethod", "at_least_as_coarse", "get_method", "load_builtin_methods",
