@@ -10,7 +10,9 @@ from pathlib import Path
 ENGINE = Path(__file__).resolve().parents[2] / "worker" / "engine"
 # torch, transformers, pydantic and the standard library; the rest are what transformers itself
 # depends on (yaml, safetensors, tokenizers) and torchao, the quantization library the issue names.
-ALLOWED = {"torch", "transformers", "pydantic", "yaml", "safetensors", "tokenizers", "torchao"}
+# scikit-learn (and numpy, scipy under it): evaluation metrics and probes as the field defines them.
+ALLOWED = {"torch", "transformers", "pydantic", "yaml", "safetensors", "tokenizers", "torchao",
+           "sklearn", "numpy", "scipy"}
 
 
 def _imports(path: Path) -> set[str]:

@@ -3,6 +3,8 @@
 - text:            {"text": ...}                          unlabelled transfer, calibration or eval text
 - classification:  {"text": ..., "label": ...}            label is an int or a string
 - similarity:      {"text_a": ..., "text_b": ..., "score": ...}
+- retrieval:       {"query": ..., "positive": ...}        the positives of the whole set are the corpus
+- multiple-choice: {"context": ..., "choices": [...], "label": i}   label: the index of the right choice
 
 Every row is checked; a bad row is an error naming the file, the line and the problem. Nothing is
 silently dropped: a column outside the file's kind (a typo such as `lable`, or a `label` in a text set)
@@ -22,8 +24,10 @@ from typing import Literal
 from .errors import DataError
 from .references import sha256_file
 
-DatasetKind = Literal["text", "classification", "similarity"]
+DatasetKind = Literal["text", "classification", "similarity", "retrieval", "multiple-choice"]
 _COLUMNS: dict[DatasetKind, tuple[str, ...]] = {
+    "multiple-choice": ("context", "choices", "label"),
+    "retrieval": ("query", "positive"),
     "similarity": ("text_a", "text_b", "score"),
     "classification": ("text", "label"),
     "text": ("text",),
@@ -52,6 +56,10 @@ class Dataset:
         """Every text in the set, for distillation from unlabelled text (pairs give both sides)."""
         if self.kind == "similarity":
             return [t for r in self.rows for t in (r["text_a"], r["text_b"])]
+        if self.kind == "retrieval":
+            return [t for r in self.rows for t in (r["query"], r["positive"])]
+        if self.kind == "multiple-choice":
+            return [r["context"] for r in self.rows]
         return [r["text"] for r in self.rows]
 
     def labels(self) -> list[int | str]:
@@ -75,7 +83,8 @@ def _kind_of(row: object, where: str) -> DatasetKind:
                 raise DataError(f"{where}: unknown column{'s' if len(extra) > 1 else ''} {_names(extra)}; "
                                 f"a {kind} set has only {_names(cols)}")
             return kind
-    raise DataError(f"{where}: cannot tell the kind of set; rows need text, text+label, or text_a+text_b+score"
+    raise DataError(f"{where}: cannot tell the kind of set; rows need text, text+label, "
+                    "text_a+text_b+score, query+positive or context+choices+label"
                     + (f" (found {_names(sorted(keys))})" if keys else ""))
 
 
@@ -92,9 +101,15 @@ def _check_row(row: object, kind: DatasetKind, where: str, first: str) -> dict:
     out: dict = {}
     for col in _COLUMNS[kind]:
         value = row[col]
-        if col.startswith("text"):
+        if col.startswith("text") or col in ("query", "positive", "context"):
             if not isinstance(value, str) or not value.strip():
                 raise DataError(f"{where}: {col} must be a non-empty string")
+        elif col == "choices":
+            if not isinstance(value, list) or len(value) < 2 or not all(isinstance(c, str) and c for c in value):
+                raise DataError(f"{where}: choices must be a list of at least two non-empty strings")
+        elif col == "label" and kind == "multiple-choice":
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < len(row["choices"]):
+                raise DataError(f"{where}: label must be the index of the right choice (0..{len(row['choices']) - 1})")
         elif col == "label":
             if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
                 raise DataError(f"{where}: label must be an integer or a non-empty string")

@@ -7,14 +7,16 @@ import dataclasses
 import time
 from pathlib import Path
 
-import torch
-
 from .candidate import Candidate
 from .context import RunContext
 from .data import Dataset
+from .gates import check_gates
 from .measure import dir_size, latency
-from .recipe import EvaluateConfig, Gates
+from .recipe import EvaluateConfig
+from .task_figures import TaskFigures, retention_of
 from .tasks.base import TaskScore
+
+__all__ = ["Evaluator", "cap", "check_gates", "retention"]
 
 
 def cap(dataset: Dataset, max_examples: int | None) -> Dataset:
@@ -25,42 +27,28 @@ def cap(dataset: Dataset, max_examples: int | None) -> Dataset:
 
 def retention(score: TaskScore, teacher: TaskScore) -> float | None:
     """Quality kept, as a fraction of the teacher's: value/teacher, or teacher/value when lower is better."""
-    value, ref = score.value, teacher.value
-    if score.higher_is_better:
-        return value / ref if ref > 1e-12 else None
-    return ref / value if value > 1e-12 else None
-
-
-def check_gates(tasks: dict[str, dict], gates: Gates) -> dict:
-    shortfalls = []
-    for name, row in tasks.items():
-        required = gates.required(name)
-        if required is None:
-            continue
-        kept = row["retention"]
-        if kept is None or kept < required:
-            shortfalls.append({
-                "task": name, "metric": row["metric"], "retention": kept, "required": required,
-                "short_by": None if kept is None else round(required - kept, 6),
-            })
-    return {"passed": not shortfalls, "shortfalls": shortfalls}
+    return retention_of(score.value, teacher.value, score.higher_is_better)
 
 
 class Evaluator:
     def __init__(self, datasets: dict[str, Dataset], cfg: EvaluateConfig, max_length: int,
-                 sample_texts: list[str], ctx: RunContext) -> None:
+                 sample_texts: list[str], ctx: RunContext, seed: int = 0) -> None:
         self.datasets = {name: cap(ds, cfg.max_examples) for name, ds in datasets.items()}
-        self.cfg, self.max_length, self.ctx = cfg, max_length, ctx
+        self.cfg, self.max_length, self.ctx, self.seed = cfg, max_length, ctx, seed
         self.sample_texts = sample_texts or ["Distillery measures how fast a compressed model answers."]
-        self.references: dict[str, dict[str, torch.Tensor]] = {}
+        self.references: dict[str, dict] = {}
         self.teacher_scores: dict[str, TaskScore] = {}
+        self.figures: dict[str, TaskFigures] = {}
 
     def set_teacher(self, teacher: Candidate) -> None:
         for name, ds in self.datasets.items():
             out = teacher.task.eval_outputs(teacher.model, teacher.tokenizer, ds, self.cfg.batch_size,
                                             self.max_length, teacher.device)
-            self.references[name] = out
-            self.teacher_scores[name] = teacher.task.score(out, out, ds)
+            # what every candidate's scoring shares: a seeded split, the probe trained on the teacher
+            ref = teacher.task.prepare_reference(out, ds, self.seed)
+            self.references[name] = ref
+            self.teacher_scores[name] = teacher.task.score(ref, ref, ds)
+            self.figures[name] = TaskFigures(self.teacher_scores[name], ds.kind, len(ds), self.seed)
 
     def _latency_inputs(self, candidate: Candidate, cfg: EvaluateConfig):
         tok = candidate.tokenizer
@@ -83,16 +71,7 @@ class Evaluator:
             out = task.eval_outputs(candidate.model, candidate.tokenizer, ds, cfg.batch_size, self.max_length,
                                     candidate.device)
             score = task.score(out, self.references[name], ds)
-            teacher = self.teacher_scores[name]
-            tasks[name] = {
-                "metric": score.primary,
-                "value": score.value,
-                "teacher_value": teacher.value,
-                "higher_is_better": score.higher_is_better,
-                "retention": retention(score, teacher),
-                "metrics": score.metrics,
-                "examples": len(ds),
-            }
+            tasks[name] = self.figures[name].row(score)  # the metric, the teacher's, drop, retention, intervals
         self.ctx.progress(label, "measuring latency")
         singles, batch = self._latency_inputs(candidate, cfg)
         params, nonzero = candidate.parameter_counts()

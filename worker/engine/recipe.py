@@ -66,12 +66,33 @@ class DataSpec(Strict):
     eval: dict[str, str] = Field(default_factory=dict, description="eval task name -> JSONL or CSV file")
 
 
-class Gates(Strict):
+class TaskGate(Strict):
+    """One task's own gate; a rule it leaves out falls back to the global one."""
+
     min_retention: float | None = Field(None, gt=0, le=2)
-    per_task: dict[str, Annotated[float, Field(gt=0, le=2)]] = Field(default_factory=dict)
+    max_drop: float | None = Field(None, ge=0, description="most of the metric's own points it may lose")
+
+
+class Gates(Strict):
+    min_retention: float | None = Field(None, gt=0, le=2, description="value / teacher's value, at least")
+    max_drop: float | None = Field(None, ge=0, description="teacher's value minus the candidate's (inverted when "
+                                   "lower is better), in the metric's own points: 0.01 = one accuracy point")
+    # a number is that task's min_retention (the older form)
+    per_task: dict[str, Annotated[float, Field(gt=0, le=2)] | TaskGate] = Field(default_factory=dict)
 
     def required(self, task: str) -> float | None:
-        return self.per_task.get(task, self.min_retention)
+        """The task's min_retention."""
+        own = self.per_task.get(task)
+        if isinstance(own, TaskGate):
+            return own.min_retention if own.min_retention is not None else self.min_retention
+        return own if own is not None else self.min_retention
+
+    def allowed_drop(self, task: str) -> float | None:
+        """The task's max_drop."""
+        own = self.per_task.get(task)
+        if isinstance(own, TaskGate) and own.max_drop is not None:
+            return own.max_drop
+        return self.max_drop
 
 
 class EvaluateConfig(Strict):

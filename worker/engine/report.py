@@ -36,6 +36,14 @@ class TaskResult(_Model):
     retention: float | None = Field(description="value / teacher_value (inverted when lower is better)")
     metrics: dict[str, float | None] = Field(description="the primary metric and its companions")
     examples: int
+    kind: str | None = Field(None, description="the eval set's kind (classification, retrieval, ...)")
+    drop: float | None = Field(None, description="teacher_value - value (inverted when lower is better)")
+    interval: list[float] | None = Field(None, description="bootstrap 95% interval of value over the examples")
+    teacher_interval: list[float] | None = None
+    drop_interval: list[float] | None = Field(None, description="paired bootstrap: same resamples as the teacher")
+    retention_interval: list[float] | None = None
+    intervals: dict[str, list[float]] | None = Field(None, description="every metric's bootstrap 95% interval")
+    resamples: int | None = None
 
 
 class Latency(_Model):
@@ -70,11 +78,30 @@ class Shortfall(_Model):
     required: float
     short_by: float | None
     student: str | None = None  # in a multi-student report's top-level shortfalls
+    rule: Literal["min_retention", "max_drop"] | None = None  # absent: min_retention (older reports)
+    drop: float | None = None
+    interval: list[float] | None = Field(None, description="bootstrap 95% interval of the gated figure")
+    within_noise: bool | None = Field(None, description="the threshold lies inside the interval")
+
+
+class GateCheck(_Model):
+    """One rule applied to one task: what it compared, and whether the decision is within the noise."""
+
+    task: str
+    rule: Literal["min_retention", "max_drop"]
+    metric: str
+    threshold: float
+    observed: float | None
+    interval: list[float] | None = None
+    passed: bool
+    within_noise: bool | None = None
 
 
 class GateResult(_Model):
     passed: bool
     shortfalls: list[Shortfall] = Field(default_factory=list)
+    checks: list[GateCheck] | None = None
+    within_noise: bool | None = Field(None, description="some decision's threshold lies inside its interval")
 
 
 class StageRow(_Model):

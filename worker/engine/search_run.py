@@ -98,7 +98,7 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
                            versions=library_versions(), mode="search")
     teacher = load_teacher(plan, ctx)
     plan.env.teacher = teacher
-    evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, sample_texts(plan), ctx)
+    evaluator = Evaluator(plan.env.eval, eval_cfg, recipe.max_length, sample_texts(plan), ctx, seed=recipe.seed)
     gates = gates_of(recipe, list(plan.env.eval))
     trials: dict[Point, dict] = _load_trials(layout.search_trials, rhash, points) if resume else {}
     status, stopped_by, order, probe_s = "succeeded", "done", [], 0.0

@@ -54,7 +54,8 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
 
     teacher = load_teacher(plan, ctx)
     plan.env.teacher = teacher
-    evaluator = Evaluator(plan.env.eval, recipe.evaluate, recipe.max_length, sample_texts(plan), ctx)
+    evaluator = Evaluator(plan.env.eval, recipe.evaluate, recipe.max_length, sample_texts(plan), ctx,
+                          seed=recipe.seed)
     status, best_dir, best_index = "succeeded", None, None
     try:
         ctx.progress("teacher", "computing the teacher's reference outputs")

@@ -15,6 +15,7 @@ from typing import ClassVar
 import torch
 from torch import nn
 
+from ..bootstrap import Resampler
 from ..data import Dataset, DatasetKind
 from ..errors import ModelReferenceError, StageError, UnsafeInputError
 from ..references import ResolvedModel, unsafe_pickle_message
@@ -66,6 +67,9 @@ class TaskScore:
     primary: str
     higher_is_better: bool = True
     extra: dict = field(default_factory=dict)
+    # metric -> how to recompute it on a resample of the examples (bootstrap.py); a metric without one
+    # gets no interval
+    resamplers: dict[str, Resampler] = field(default_factory=dict)
 
     @property
     def value(self) -> float:
@@ -198,8 +202,13 @@ class Task(ABC):
     def eval_outputs(self, model: nn.Module, tokenizer, dataset: Dataset, batch_size: int,
                      max_length: int, device: torch.device) -> dict[str, torch.Tensor]: ...
 
+    def prepare_reference(self, reference: dict, dataset: Dataset, seed: int) -> dict:
+        """Once per eval set, from the teacher's outputs: what scoring every candidate shares (a split, a probe
+        trained on the teacher). `score` then gets this as `reference`, the teacher's own score included."""
+        return reference
+
     @abstractmethod
-    def score(self, outputs: dict[str, torch.Tensor], reference: dict[str, torch.Tensor],
+    def score(self, outputs: dict[str, torch.Tensor], reference: dict,
               dataset: Dataset) -> TaskScore: ...
 
     def example_input(self, tokenizer, batch_size: int, max_length: int) -> dict[str, torch.Tensor]:

@@ -1,4 +1,5 @@
-"""Causal language modelling (GPT-2 family): token-level distillation, perplexity, next-token agreement."""
+"""Causal language modelling (GPT-2 family): token-level distillation, perplexity, next-token agreement;
+multiple-choice sets are scored by log-likelihood (multiple_choice.py)."""
 
 from __future__ import annotations
 
@@ -8,14 +9,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bootstrap import perplexity_of
 from ..data import Dataset
 from .base import Batch, Task, TaskScore, encode
+from .multiple_choice import loglikelihoods, score_choices
 
 
 class CausalLM(Task):
     name = "causal-lm"
     train_kinds = frozenset({"text"})
-    eval_kinds = frozenset({"text"})
+    eval_kinds = frozenset({"text", "multiple-choice"})
     per_token = True
     head_suffixes = ("ForCausalLM", "LMHeadModel")
 
@@ -51,8 +54,10 @@ class CausalLM(Task):
 
     @torch.no_grad()
     def eval_outputs(self, model, tokenizer, dataset: Dataset, batch_size, max_length, device):
+        if dataset.kind == "multiple-choice":
+            return loglikelihoods(model, tokenizer, dataset, batch_size, max_length, device)
         enc = encode(tokenizer, dataset.texts(), max_length)
-        nll, tokens, preds = 0.0, 0, []
+        nll, tokens, preds, rows_nll, rows_tokens = 0.0, 0, [], [], []
         for batch in enc.batches(batch_size):
             b = batch.to(device)
             logits = self.forward(model, b)[0].float()
@@ -62,11 +67,19 @@ class CausalLM(Task):
             nll += float(losses[valid].sum())
             tokens += int(valid.sum())
             preds.append(logits[:, :-1].argmax(-1)[valid].cpu())
-        return {"nll": torch.tensor(nll), "tokens": torch.tensor(tokens), "pred": torch.cat(preds)}
+            rows_nll.append((losses * valid).double().sum(1).cpu())  # per example, for the bootstrap
+            rows_tokens.append(valid.sum(1).cpu())
+        return {"nll": torch.tensor(nll), "tokens": torch.tensor(tokens), "pred": torch.cat(preds),
+                "example_nll": torch.cat(rows_nll), "example_tokens": torch.cat(rows_tokens)}
 
     def score(self, outputs, reference, dataset: Dataset) -> TaskScore:
+        if dataset.kind == "multiple-choice":
+            return score_choices(outputs, reference, dataset)
         tokens = max(int(outputs["tokens"]), 1)
         ppl = math.exp(min(float(outputs["nll"]) / tokens, 700.0))
         agreement = float((outputs["pred"] == reference["pred"]).double().mean()) if tokens else 1.0
+        samplers = {}
+        if "example_nll" in outputs:
+            samplers["perplexity"] = perplexity_of(outputs["example_nll"].numpy(), outputs["example_tokens"].numpy())
         return TaskScore({"perplexity": ppl, "token_agreement": agreement}, primary="perplexity",
-                         higher_is_better=False)
+                         higher_is_better=False, resamplers=samplers)

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..bootstrap import mean_of
 from ..data import Dataset
 from ..errors import DataError
 from ..metrics import accuracy, macro_f1
@@ -83,8 +84,10 @@ class SequenceClassification(Task):
 
     def score(self, outputs, reference, dataset: Dataset) -> TaskScore:
         metrics = {"agreement": accuracy(outputs["pred"], reference["pred"])}
+        samplers = {"agreement": mean_of((outputs["pred"] == reference["pred"]).numpy())}
         if "gold" in outputs:
             metrics["accuracy"] = accuracy(outputs["pred"], outputs["gold"])
             metrics["macro_f1"] = macro_f1(outputs["pred"], outputs["gold"])
-            return TaskScore(metrics, primary="accuracy")
-        return TaskScore(metrics, primary="agreement")
+            samplers["accuracy"] = mean_of((outputs["pred"] == outputs["gold"]).numpy())
+            return TaskScore(metrics, primary="accuracy", resamplers=samplers)
+        return TaskScore(metrics, primary="agreement", resamplers=samplers)
