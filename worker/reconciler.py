@@ -12,10 +12,11 @@ keeps a job that simply waits its turn from being sent again on every tick.
 from __future__ import annotations
 
 import logging
+import socket
 import threading
 from datetime import timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, or_, select, update
 
 from app.db.base import session_scope, utcnow
 from app.db.models import Job
@@ -46,8 +47,25 @@ def reconcile(settings: Settings, grace_s: float = GRACE_S) -> list[str]:
     return sent
 
 
-def start_reconciler(settings: Settings, stop: threading.Event) -> threading.Thread:
-    """Run reconcile() every settings.reconcile_seconds in a daemon thread until `stop` is set."""
+def expire_leases_of(settings: Settings, pid: int, host: str | None = None) -> int:
+    """Let the leases of a worker process that is known to be dead (its supervisor reaped it) lapse now, so that
+    the next pass sends its job again at once rather than lease_seconds later. Lease owners read
+    "<host>:<pid>:<nonce>" (worker.lease.new_owner); returns how many jobs it held."""
+    prefix = f"{host or socket.gethostname()}:{pid}:"
+    with session_scope(settings.sqlalchemy_url) as session:
+        result = session.execute(update(Job)
+                                 .where(Job.status.in_(ACTIVE), Job.lease_owner.startswith(prefix, autoescape=True))
+                                 .values(lease_expires_at=utcnow() - timedelta(seconds=1)))
+    if result.rowcount:
+        log.info("reconciler: the %d lease(s) of dead worker %s lapse now", result.rowcount, prefix.rstrip(":"))
+    return result.rowcount
+
+
+def start_reconciler(settings: Settings, stop: threading.Event,
+                     wake: threading.Event | None = None) -> threading.Thread:
+    """Run reconcile() every settings.reconcile_seconds in a daemon thread until `stop` is set. Setting `wake`
+    runs a pass now (after a broker restart, say); set it after `stop` to end the loop at once."""
+    timer = wake if wake is not None else stop
 
     def loop() -> None:
         while True:  # a first pass at once: jobs left queued by a previous run are sent on start
@@ -55,8 +73,11 @@ def start_reconciler(settings: Settings, stop: threading.Event) -> threading.Thr
                 reconcile(settings)
             except Exception as exc:  # the database or broker is away; try again next tick
                 log.warning("reconciler: %s: %s", type(exc).__name__, exc)
-            if stop.wait(settings.reconcile_seconds):
+            timer.wait(settings.reconcile_seconds)
+            if stop.is_set():
                 return
+            if wake is not None:
+                wake.clear()
 
     thread = threading.Thread(target=loop, name="reconciler", daemon=True)
     thread.start()

@@ -54,7 +54,13 @@ class WorkerProcess:
 
     @property
     def running(self) -> bool:
+        """poll() also reaps a worker that has exited: no zombie is left behind."""
         return self.proc is not None and self.proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """The process id of the latest start (kept once it has exited: its job leases name it)."""
+        return self.proc.pid if self.proc is not None else None
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM (warm shutdown: the running job is handed back at its next step), then SIGKILL."""
