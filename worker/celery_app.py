@@ -53,14 +53,25 @@ def visibility_timeout(settings: Settings) -> int:
     return settings.job_time_limit + 600
 
 
+# The sending side (the API's submit, the reconciler) runs on request threads: a broker that is down or frozen
+# must cost it seconds, not hang it. The consuming worker keeps kombu's defaults (its reads block by design).
+SEND_TIMEOUT_S = 3
+SEND_RETRY_POLICY = {"max_retries": 1, "interval_start": 0, "interval_step": 0.5, "interval_max": 0.5}
+
+
 @lru_cache(maxsize=4)
 def _celery_for(redis_url: str, soft: int, hard: int) -> Celery:
-    return make_celery(Settings(redis_url=redis_url, job_soft_time_limit=soft, job_time_limit=hard))
+    app = make_celery(Settings(redis_url=redis_url, job_soft_time_limit=soft, job_time_limit=hard))
+    app.conf.broker_transport_options = {**app.conf.broker_transport_options, "socket_timeout": SEND_TIMEOUT_S,
+                                         "socket_connect_timeout": SEND_TIMEOUT_S}
+    app.conf.task_publish_retry_policy = SEND_RETRY_POLICY
+    app.conf.broker_connection_timeout = SEND_TIMEOUT_S
+    return app
 
 
 @lru_cache(maxsize=4)
 def _redis(url: str) -> redis.Redis:
-    return redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+    return redis.Redis.from_url(url, socket_timeout=SEND_TIMEOUT_S, socket_connect_timeout=SEND_TIMEOUT_S)
 
 
 def _send(settings: Settings, job_id: str, queue: str) -> None:

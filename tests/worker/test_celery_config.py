@@ -67,3 +67,40 @@ def test_worker_processes_take_one_message_at_a_time():
 def test_a_soft_limit_past_the_hard_limit_is_refused():
     with pytest.raises(ValueError, match=r"DISTILLERY_JOB_SOFT_TIME_LIMIT \(500\) must not exceed"):
         Settings(job_soft_time_limit=500, job_time_limit=400)
+
+
+def test_a_frozen_broker_costs_a_submit_seconds_not_a_hang():
+    """A broker that accepts connections and never answers (frozen, not dead): the send gives up within the
+    sending side's timeouts, so a request thread that enqueues is freed."""
+    import socket
+    import threading
+    import time
+
+    from worker.celery_app import SEND_TIMEOUT_S, enqueue_job
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                held.append(listener.accept()[0])  # accepted, never answered
+            except OSError:
+                continue
+
+    threading.Thread(target=accept, daemon=True).start()
+    settings = Settings(redis_url=f"redis://127.0.0.1:{listener.getsockname()[1]}/0")
+    started = time.monotonic()
+    try:
+        with pytest.raises(Exception):  # noqa: B017 - kombu/redis raise their own timeout classes
+            enqueue_job(settings, "job_frozen", "cpu")
+    finally:
+        stop.set()
+        for conn in held:
+            conn.close()
+        listener.close()
+    assert time.monotonic() - started < 6 * SEND_TIMEOUT_S
