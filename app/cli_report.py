@@ -25,7 +25,13 @@ def _mb(n: int | None) -> str:
 
 
 def _short(shortfalls: list[dict]) -> str:
-    return "; ".join(f"{s['task']} {_num(s['retention'])} < {_num(s['required'])}" for s in shortfalls)
+    def one(s: dict) -> str:
+        noise = " (within noise)" if s.get("within_noise") else ""
+        if s.get("rule") == "max_drop":  # lost more of the metric's own points than allowed
+            return f"{s['task']} {s['metric']} drop {_num(s.get('drop'))} > {_num(s['required'])}{noise}"
+        return f"{s['task']} {_num(s['retention'])} < {_num(s['required'])}{noise}"
+
+    return "; ".join(one(s) for s in shortfalls)
 
 
 def _cell(cell: dict | None) -> str:

@@ -20,6 +20,14 @@ def _roots(args: argparse.Namespace, recipe_path: Path) -> list[Path]:
     return roots or [recipe_path.resolve().parent, Path.cwd()]
 
 
+def _task_cell(name: str, row: dict) -> str:
+    """`topics probe_accuracy=0.875 [0.812, 0.931] 0.986`: the metric, its bootstrap interval, the retention."""
+    value = "n/a" if row.get("value") is None else f"{row['value']:.3f}"
+    bounds = f" [{row['interval'][0]:.3f}, {row['interval'][1]:.3f}]" if row.get("interval") else ""
+    kept = "n/a" if row["retention"] is None else f"{row['retention']:.3f}"
+    return f"{name} {row.get('metric', '?')}={value}{bounds} {kept}"
+
+
 def _summary(report: dict) -> str:
     rows = [("teacher", "-", report.get("teacher"))] + [
         (f"{s['index']}:{s['kind']}", s["status"], s["evaluation"]) for s in report["stages"]
@@ -27,15 +35,13 @@ def _summary(report: dict) -> str:
     # several students (tasks/strategy) or a search: one row per student's final candidate, or per trial
     rows += [(s["name"], s["status"], s["evaluation"] or None) for s in report.get("students") or []]
     rows += [(t["id"], t["status"], t["evaluation"]) for t in (report.get("search") or {}).get("trials", [])]
-    lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}  retention"]
+    lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}  "
+             "task metric value [95% interval] retention"]
     for name, status, ev in rows:
         if ev is None:
             continue
         size = f"{ev['size_bytes'] / 1e6:.1f}" if "size_bytes" in ev else "-"
-        kept = ", ".join(
-            f"{t}={r['retention']:.3f}" if r["retention"] is not None else f"{t}=n/a"
-            for t, r in ev["tasks"].items()
-        )
+        kept = ", ".join(_task_cell(t, r) for t, r in ev["tasks"].items())
         lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}"
                      f"{ev['latency']['batch1_p50_ms']:>9.2f}  {kept}")
     lines.append(f"status: {report['status']}")
@@ -47,8 +53,15 @@ def _summary(report: dict) -> str:
     for s in report.get("shortfalls", []):
         kept = "n/a" if s["retention"] is None else f"{s['retention']:.4f}"
         who = f"student {s['student']}: " if s.get("student") else ""
+        noise = " (within the noise: the threshold lies inside the interval)" if s.get("within_noise") else ""
+        if s.get("rule") == "max_drop":
+            lost = "n/a" if s.get("drop") is None else f"{s['drop']:.4f}"
+            lines.append(f"  gate: {who}task {s['task']} lost {lost} of the teacher's {s['metric']}, "
+                         f"max_drop {s['required']}{noise}")
+            continue
         lines.append(f"  gate: {who}task {s['task']} kept {kept} of the teacher's {s['metric']}, "
-                     f"needs {s['required']}" + (f" (short by {s['short_by']:.4f})" if s["short_by"] else ""))
+                     f"needs {s['required']}" + (f" (short by {s['short_by']:.4f})" if s["short_by"] else "")
+                     + noise)
     return "\n".join(lines)
 
 

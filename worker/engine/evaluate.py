@@ -59,19 +59,23 @@ class Evaluator:
         keep = ("input_ids", "attention_mask")
         return [{k: s[k] for k in keep} for s in singles], {k: batch[k] for k in keep}
 
-    def evaluate(self, candidate: Candidate, label: str, artifact_dir: Path | None,
-                 cfg: EvaluateConfig | None = None) -> dict:
+    def quality(self, candidate: Candidate, label: str, cfg: EvaluateConfig | None = None) -> dict[str, dict]:
+        """Each eval task's row: the metric, the teacher's, drop, retention and their intervals."""
         cfg = cfg or self.cfg
-        start = time.perf_counter()
-        task = candidate.task
         tasks: dict[str, dict] = {}
         for name, ds in self.datasets.items():
             self.ctx.check_cancel()
             self.ctx.progress(label, f"evaluating {name}")
-            out = task.eval_outputs(candidate.model, candidate.tokenizer, ds, cfg.batch_size, self.max_length,
-                                    candidate.device)
-            score = task.score(out, self.references[name], ds)
-            tasks[name] = self.figures[name].row(score)  # the metric, the teacher's, drop, retention, intervals
+            out = candidate.task.eval_outputs(candidate.model, candidate.tokenizer, ds, cfg.batch_size,
+                                              self.max_length, candidate.device)
+            tasks[name] = self.figures[name].row(candidate.task.score(out, self.references[name], ds))
+        return tasks
+
+    def evaluate(self, candidate: Candidate, label: str, artifact_dir: Path | None,
+                 cfg: EvaluateConfig | None = None) -> dict:
+        cfg = cfg or self.cfg
+        start = time.perf_counter()
+        tasks = self.quality(candidate, label, cfg)
         self.ctx.progress(label, "measuring latency")
         singles, batch = self._latency_inputs(candidate, cfg)
         params, nonzero = candidate.parameter_counts()

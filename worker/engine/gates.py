@@ -9,10 +9,17 @@ the figure's bootstrap interval is flagged `within_noise`: the examples cannot t
 from __future__ import annotations
 
 from .bootstrap import straddles
-from .recipe import Gates
+from .recipe import Gates, Recipe, TaskGate
 
 # a figure equal to its threshold passes; float noise in the last digits must not fail it
 TOLERANCE = 1e-9
+
+
+def gates_for(recipe: Recipe, tasks: list[str]) -> Gates:
+    """The gates of a run over some of the recipe's tasks (a student's, a search's): each task's own
+    min_retention (a task spec's gate first) and max_drop."""
+    return Gates(per_task={t: TaskGate(min_retention=recipe.gate_for(t), max_drop=recipe.gates.allowed_drop(t))
+                           for t in tasks})
 
 
 def _rules(gates: Gates, task: str) -> list[tuple[str, float]]:

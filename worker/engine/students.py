@@ -13,11 +13,11 @@ import time
 from pathlib import Path
 
 from .context import RunContext
+from .gates import gates_for
 from .layout import RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import StudentPlan
 from .plan import Plan
-from .recipe import Gates
 from .references import hash_dir
 from .report import ReportBuilder
 from .run_common import RunResult, write_json
@@ -29,7 +29,7 @@ from .stages import build_stage
 def student_plan(plan: Plan, student: StudentPlan) -> Plan:
     """The plan of one student's run: its tasks, its gates, its training set (and loss weights)."""
     recipe = plan.recipe
-    gates = Gates(per_task={t: g for t in student.tasks if (g := recipe.gate_for(t)) is not None})
+    gates = gates_for(recipe, list(student.tasks))
     sub = recipe.model_copy(update={"tasks": {t: recipe.tasks[t] for t in student.tasks}, "strategy": student.kind,
                                     "gates": gates})
     env = dataclasses.replace(plan.env, train=student.train, train_groups=student.groups, teacher=None)
