@@ -28,6 +28,13 @@ def _task_cell(name: str, row: dict) -> str:
     return f"{name} {row.get('metric', '?')}={value}{bounds} {kept}"
 
 
+def latency_cells(lat: dict) -> tuple[str, str]:
+    """Batch-1 p50 and the speed-up over the teacher (timed in the same window); `~` marks a noisy figure."""
+    mark = "~" if lat.get("noisy") else ""
+    speed = f"{lat['speedup']:.2f}x{mark}" if lat.get("speedup") is not None else "-"
+    return f"{lat['batch1_p50_ms']:.2f}{mark}", speed
+
+
 def _summary(report: dict) -> str:
     rows = [("teacher", "-", report.get("teacher"))] + [
         (f"{s['index']}:{s['kind']}", s["status"], s["evaluation"]) for s in report["stages"]
@@ -35,15 +42,27 @@ def _summary(report: dict) -> str:
     # several students (tasks/strategy) or a search: one row per student's final candidate, or per trial
     rows += [(s["name"], s["status"], s["evaluation"] or None) for s in report.get("students") or []]
     rows += [(t["id"], t["status"], t["evaluation"]) for t in (report.get("search") or {}).get("trials", [])]
-    lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}  "
+    lines = [f"{'stage':<16}{'status':<13}{'size MB':>9}{'params':>12}{'p50 ms':>9}{'speed-up':>10}  "
              "task metric value [95% interval] retention"]
+    noisy: list[str] = []
     for name, status, ev in rows:
         if ev is None:
             continue
         size = f"{ev['size_bytes'] / 1e6:.1f}" if "size_bytes" in ev else "-"
         kept = ", ".join(_task_cell(t, r) for t, r in ev["tasks"].items())
-        lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}"
-                     f"{ev['latency']['batch1_p50_ms']:>9.2f}  {kept}")
+        p50, speed = latency_cells(ev["latency"])
+        if ev["latency"].get("noisy"):
+            noisy.append(f"{name}: {'; '.join(ev['latency'].get('noisy_reasons') or [])}")
+        lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}{p50:>9}{speed:>10}  {kept}")
+    final_lat = (report.get("final") or {}).get("latency")
+    if final_lat:  # the artifact reloaded from disk at the end, timed against the teacher again
+        p50, speed = latency_cells(final_lat)
+        lines.append(f"{'artifact':<16}{'reloaded':<13}{'':>9}{'':>12}{p50:>9}{speed:>10}")
+        if final_lat.get("noisy"):
+            noisy.append(f"artifact: {'; '.join(final_lat.get('noisy_reasons') or [])}")
+    if noisy:
+        lines.append("~ noisy latency (a busy machine: trust the speed-up, measured in the same window, over ms):")
+        lines += [f"  {n}" for n in noisy]
     lines.append(f"status: {report['status']}")
     if report.get("search") is not None:
         search = report["search"]

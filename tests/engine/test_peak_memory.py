@@ -7,6 +7,7 @@ import torch
 from transformers import AutoModel, AutoModelForCausalLM
 
 from worker.engine.candidate import Candidate
+from worker.engine.latency import Settings
 from worker.engine.measure import TensorPeak, latency, resident_bytes
 from worker.engine.recipe import QuantizeConfig
 from worker.engine.stages.quantize import quantize_model
@@ -61,7 +62,8 @@ def _latency(model, batch_size: int) -> dict:
     ids = torch.randint(5, 40, (batch_size, 24))
     single = [{"input_ids": ids[:1], "attention_mask": torch.ones_like(ids[:1])}]
     batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
-    return latency(Candidate(model, None, get_task("feature-extraction")), single, batch, runs=3, warmup=1)
+    return latency(Candidate(model, None, get_task("feature-extraction")), {1: single, batch_size: [batch]},
+                   Settings(runs=3, warmup=1, windows=1), batch_size)
 
 
 def test_peak_memory_includes_the_weights_and_grows_with_the_batch(bert):

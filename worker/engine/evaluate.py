@@ -11,6 +11,7 @@ from .candidate import Candidate
 from .context import RunContext
 from .data import Dataset
 from .gates import check_gates
+from .latency import Settings, workload
 from .measure import dir_size, latency
 from .recipe import EvaluateConfig
 from .task_figures import TaskFigures, retention_of
@@ -39,8 +40,10 @@ class Evaluator:
         self.references: dict[str, dict] = {}
         self.teacher_scores: dict[str, TaskScore] = {}
         self.figures: dict[str, TaskFigures] = {}
+        self.teacher: Candidate | None = None
 
     def set_teacher(self, teacher: Candidate) -> None:
+        self.teacher = teacher  # every candidate's latency is measured interleaved with it
         for name, ds in self.datasets.items():
             out = teacher.task.eval_outputs(teacher.model, teacher.tokenizer, ds, self.cfg.batch_size,
                                             self.max_length, teacher.device)
@@ -50,14 +53,17 @@ class Evaluator:
             self.teacher_scores[name] = teacher.task.score(ref, ref, ds)
             self.figures[name] = TaskFigures(self.teacher_scores[name], ds.kind, len(ds), self.seed)
 
-    def _latency_inputs(self, candidate: Candidate, cfg: EvaluateConfig):
-        tok = candidate.tokenizer
-        singles = [dict(tok([t], truncation=True, max_length=self.max_length, return_tensors="pt"))
-                   for t in self.sample_texts[:16]]
-        texts = [self.sample_texts[i % len(self.sample_texts)] for i in range(cfg.throughput_batch)]
-        batch = dict(tok(texts, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"))
-        keep = ("input_ids", "attention_mask")
-        return [{k: s[k] for k in keep} for s in singles], {k: batch[k] for k in keep}
+    def workload(self, candidate: Candidate, cfg: EvaluateConfig) -> dict:
+        """The inputs latency is timed on, per batch size: batch 1, the recipe's sizes, the throughput batch."""
+        sizes = [1, *cfg.batch_sizes, cfg.throughput_batch]
+        return workload(candidate.tokenizer, self.sample_texts, self.max_length, sizes)
+
+    def latency(self, candidate: Candidate, cfg: EvaluateConfig | None = None) -> dict:
+        """The candidate's latency, interleaved with the teacher's on the same texts (alone for the teacher)."""
+        cfg = cfg or self.cfg
+        ref = None if self.teacher is None or candidate is self.teacher else \
+            (self.teacher, self.workload(self.teacher, cfg))
+        return latency(candidate, self.workload(candidate, cfg), Settings.from_config(cfg), cfg.throughput_batch, ref)
 
     def quality(self, candidate: Candidate, label: str, cfg: EvaluateConfig | None = None) -> dict[str, dict]:
         """Each eval task's row: the metric, the teacher's, drop, retention and their intervals."""
@@ -77,14 +83,13 @@ class Evaluator:
         start = time.perf_counter()
         tasks = self.quality(candidate, label, cfg)
         self.ctx.progress(label, "measuring latency")
-        singles, batch = self._latency_inputs(candidate, cfg)
         params, nonzero = candidate.parameter_counts()
         result = {
             "tasks": tasks,
             "parameters": params,
             "nonzero_parameters": nonzero,
             "sparsity": round(1 - nonzero / params, 6) if params else 0.0,
-            "latency": latency(candidate, singles, batch, cfg.latency_runs, cfg.warmup_runs),
+            "latency": self.latency(candidate, cfg),
         }
         if artifact_dir is not None:
             result.update(dir_size(artifact_dir))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
-import time
 from pathlib import Path
 
 import torch
@@ -12,11 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
 from .candidate import Candidate
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from .hardware import describe
+from .latency import Inputs, Settings, measure_batch, model_caller, pinned_threads
 
 
 def _tensor_bytes(t: torch.Tensor, seen: set[int]) -> int:
@@ -81,65 +76,65 @@ class TensorPeak(TorchDispatchMode):
 
 
 @torch.no_grad()
-def latency(candidate: Candidate, inputs: list[dict[str, torch.Tensor]], batch: dict[str, torch.Tensor],
-            runs: int, warmup: int) -> dict:
-    """p50/p95 at batch 1 over `runs` requests (cycling through real eval texts), throughput at a larger
-    batch, and the peak memory of inference at the larger batch (weights plus activations, see below)."""
+def latency(candidate: Candidate, workload: dict[int, list[Inputs]], settings: Settings, throughput_batch: int,
+            reference: tuple[Candidate, dict[int, list[Inputs]]] | None = None) -> dict:
+    """Latency at every batch size of `workload` (see latency.py: interleaved with the reference, the teacher,
+    when given; windows; noise flags; threads pinned), the legacy batch-1 and throughput fields, and the peak
+    memory of inference at the throughput batch (weights plus activations, see below)."""
     model, device = candidate.model, candidate.device
     model.eval()
-
-    def call(x: dict[str, torch.Tensor]) -> None:
-        model(**{k: v.to(device) for k, v in x.items()})
-
-    for i in range(warmup):
-        call(inputs[i % len(inputs)])
-    _sync(device)
-    times = []
-    for i in range(runs):
-        t0 = time.perf_counter()
-        call(inputs[i % len(inputs)])
-        _sync(device)
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    p95 = times[min(len(times) - 1, round(0.95 * (len(times) - 1)))]
-
-    n = batch["input_ids"].shape[0]
-    call(batch)  # warm the larger shape
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-        base = torch.cuda.memory_allocated(device)
-    reps = max(2, min(10, runs // 4))
-    _sync(device)
-    t0 = time.perf_counter()
-    for _ in range(reps):
-        call(batch)
-    _sync(device)
-    elapsed = time.perf_counter() - t0
-    # Peak memory of inference at the larger batch = the candidate's weights in memory + the activation
-    # peak above them. On CUDA the activation peak is the allocator's high-water mark over the timed calls
-    # minus what was allocated before; not the absolute mark, which would also count whatever else is
-    # resident on the GPU (the teacher, a previous candidate). CPU has no such counter and RSS is blind to
-    # anything below the allocator's cached pages (tiny models read 0), so one extra, untimed call runs
-    # under TensorPeak, which counts the bytes of every tensor the ops allocate while they are alive.
-    weights = resident_bytes(model)
-    if device.type == "cuda":
-        activations = torch.cuda.max_memory_allocated(device) - base
-    else:
-        with TensorPeak() as tracker:
-            call(batch)
-        activations = tracker.peak
+    if reference is not None:
+        reference[0].model.eval()
+    if 1 not in workload or throughput_batch not in workload:
+        raise ValueError(f"the workload must include batch 1 and the throughput batch {throughput_batch}")
+    rows = []
+    with pinned_threads(settings.threads) as threads:
+        for size, inputs in sorted(workload.items()):
+            ref_call = None if reference is None else model_caller(reference[0].model, reference[0].device,
+                                                                   reference[1][size])
+            rows.append(measure_batch(model_caller(model, device, inputs), ref_call, len(inputs), size, settings))
+        call = model_caller(model, device, workload[throughput_batch])
+        # Peak memory of inference at the larger batch = the candidate's weights in memory + the activation
+        # peak above them. On CUDA the activation peak is the allocator's high-water mark over one call minus
+        # what was allocated before; not the absolute mark, which would also count whatever else is resident
+        # on the GPU (the teacher, a previous candidate). CPU has no such counter and RSS is blind to anything
+        # below the allocator's cached pages (tiny models read 0), so one extra, untimed call runs under
+        # TensorPeak, which counts the bytes of every tensor the ops allocate while they are alive.
+        weights = resident_bytes(model)
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
+            base = torch.cuda.memory_allocated(device)
+            call(0)
+            activations = torch.cuda.max_memory_allocated(device) - base
+        else:
+            with TensorPeak() as tracker:
+                call(0)
+            activations = tracker.peak
+    one = next(r for r in rows if r["batch"] == 1)
+    big = next(r for r in rows if r["batch"] == throughput_batch)
+    reasons = [f"batch {r['batch']}: {why}" for r in rows for why in r["reasons"]]
     return {
         "device": str(device),
-        "batch1_p50_ms": round(statistics.median(times) * 1000, 3),
-        "batch1_p95_ms": round(p95 * 1000, 3),
-        "throughput_batch": n,
-        "throughput_per_s": round(n * reps / elapsed, 2),
+        "batch1_p50_ms": one["p50_ms"],
+        "batch1_p95_ms": one["p95_ms"],
+        "throughput_batch": throughput_batch,
+        "throughput_per_s": big["throughput_per_s"],
         "peak_memory_bytes": weights + activations,
         "peak_memory_kind": "weights+cuda_allocator" if device.type == "cuda" else "weights+cpu_tensors",
         "weights_memory_bytes": weights,
         "activation_peak_bytes": activations,
-        "threads": torch.get_num_threads(),
-        "runs": runs,
+        "threads": threads,
+        "runs": settings.runs,
+        "windows": settings.windows,
+        "noise_threshold": settings.noise_threshold,
+        "noisy": bool(reasons),
+        "noisy_reasons": reasons,
+        "reference": None if reference is None else "teacher",
+        "reference_device": None if reference is None else str(reference[0].device),
+        "speedup": one.get("speedup"),
+        "speedup_interval": one.get("speedup_interval"),
+        "batches": rows,
+        "hardware": describe(device),
     }
 
 

@@ -102,6 +102,14 @@ class EvaluateConfig(Strict):
     latency_runs: int = Field(20, ge=1, le=10_000)
     warmup_runs: int = Field(3, ge=0, le=1000)
     throughput_batch: int = Field(32, ge=1, le=4096)
+    batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
+        default_factory=lambda: [1, 32], min_length=1,
+        description="batch sizes latency is measured at (batch 1 and throughput_batch always are)")
+    windows: int = Field(5, ge=1, le=100, description="latency: repeats of the interleaved teacher/candidate run")
+    # One thread by default: the figure is comparable across machines with different core counts, a neighbour
+    # that takes a core cannot stall a multi-threaded op, and the int8/fp32 ratio is what compression changes.
+    threads: int | None = Field(1, ge=1, le=1024, description="torch threads while timing; null: leave as is")
+    noise_threshold: float = Field(0.10, gt=0, le=10, description="latency: spread above this flags it noisy")
     batch_size: int = Field(32, ge=1, le=4096, description="batch size for quality metrics")
     max_examples: int | None = Field(None, ge=1, description="cap on examples per eval task")
 

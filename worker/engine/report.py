@@ -46,6 +46,34 @@ class TaskResult(_Model):
     resamples: int | None = None
 
 
+class BatchLatency(_Model):
+    """One batch size's figures; the teacher_* and speedup fields when measured against the teacher."""
+
+    batch: int
+    p50_ms: float
+    p95_ms: float
+    throughput_per_s: float
+    spread: float | None = Field(None, description="(max - min) / median of the per-window medians")
+    jitter: float | None = Field(None, description="median over inputs of IQR / median of repeated calls")
+    cpu_share: float | None = Field(None, description="CPU time / wall time of the timed calls")
+    calls: int
+    noisy: bool
+    reasons: list[str]
+    teacher_p50_ms: float | None = None
+    teacher_p95_ms: float | None = None
+    teacher_spread: float | None = None
+    teacher_jitter: float | None = None
+    speedup: float | None = None
+    speedup_interval: list[float] | None = None
+
+
+class Hardware(_Model):
+    cpu_model: str | None
+    matrix: list[str] = Field(description="matrix instructions: AVX512-VNNI, AMX-INT8, ...")
+    logical_cpus: int | None
+    gpu: str | None = None
+
+
 class Latency(_Model):
     device: str
     batch1_p50_ms: float
@@ -58,6 +86,17 @@ class Latency(_Model):
     activation_peak_bytes: int | None = None
     threads: int | None = None
     runs: int
+    # issue 13 (latency you can trust): optional, so older reports keep loading
+    windows: int | None = Field(None, description="repeats of the interleaved teacher/candidate run")
+    noise_threshold: float | None = None
+    noisy: bool | None = Field(None, description="some batch size's spread or jitter exceeds the threshold")
+    noisy_reasons: list[str] | None = None
+    reference: str | None = Field(None, description="what the speed-ups compare against, measured interleaved")
+    reference_device: str | None = None
+    speedup: float | None = Field(None, description="batch 1: median over windows of teacher / candidate p50")
+    speedup_interval: list[float] | None = Field(None, description="lowest and highest per-window ratio")
+    batches: list[BatchLatency] | None = None
+    hardware: Hardware | None = None
 
 
 class Evaluation(_Model):
@@ -125,6 +164,7 @@ class Final(_Model):
     artifact: str | None
     students: dict[str, str] | None = None  # student name -> artifact directory
     trial: str | None = None  # the search trial whose candidate is the artifact
+    latency: Latency | None = Field(None, description="the artifact reloaded from disk, against the teacher")
 
 
 class RunError(_Model):

@@ -13,6 +13,7 @@ import dataclasses
 import json
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -22,7 +23,7 @@ from .artifacts import save_candidate
 from .candidate import Candidate
 from .context import RunContext
 from .layout import ARTIFACT, NODE_MARKER
-from .measure import dir_size, latency
+from .measure import dir_size
 from .multi_plan import Point, distill_config, prune_config, quantize_config
 from .plan import Plan
 from .quantization import NO_QUANTIZATION
@@ -99,16 +100,18 @@ class NodeCache:
 
 @torch.no_grad()
 def probe(plan: Plan, teacher: Candidate, points: list[Point], work: Path, ctx: RunContext,
-          inputs: tuple | None, runs: int) -> dict[Point, dict]:
-    """Size (and, given latency inputs, latency) of every point, built from the untrained teacher's layers:
-    shapes and formats decide both, so no training is needed. Shared prefixes are built once."""
+          timer: Callable[[Candidate], dict] | None = None) -> dict[Point, dict]:
+    """Size (and, given a timer, latency) of every point, built from the untrained teacher's layers:
+    shapes and formats decide both, so no training is needed. Shared prefixes are built once. The timer is
+    the trials' own measurement (Evaluator.latency: interleaved with the teacher), so a prediction and a
+    trial's objective are the same ratio."""
     out: dict[Point, dict] = {}
     quiet = RunContext(should_cancel=ctx.should_cancel)
     trees: dict[tuple, Candidate] = {}
     depth = num_layers(teacher.model)
     for i, point in enumerate(points):
         ctx.check_cancel()
-        ctx.progress("search", "probing sizes" + (" and latencies" if inputs else ""), step=i, total=len(points))
+        ctx.progress("search", "probing sizes" + (" and latencies" if timer else ""), step=i, total=len(points))
         key = (point.depth, point.sparsity)
         if key not in trees:
             model = copy.deepcopy(teacher.model)
@@ -124,9 +127,9 @@ def probe(plan: Plan, teacher: Candidate, points: list[Point], work: Path, ctx: 
         target = save_candidate(candidate, work / point.id)
         row = dir_size(target)
         shutil.rmtree(target, ignore_errors=True)
-        if inputs is not None:
-            row["latency"] = latency(candidate, inputs[0], inputs[1], runs, max(1, runs // 5))
+        if timer is not None:
+            row["latency"] = timer(candidate)
         out[point] = row
-    ctx.progress("search", "probing sizes" + (" and latencies" if inputs else ""), step=len(points),
+    ctx.progress("search", "probing sizes" + (" and latencies" if timer else ""), step=len(points),
                  total=len(points))
     return out

@@ -24,7 +24,7 @@ from .multi_plan import Point, grid
 from .plan import Plan
 from .recipe import Gates, Recipe
 from .report import ReportBuilder
-from .run_common import RunResult, load_teacher, sample_texts, write_json
+from .run_common import RunResult, load_candidate, load_teacher, sample_texts, write_json
 from .run_modes import register_run_mode
 from .search import Outcome, Search, pareto
 from .search_nodes import NodeCache, probe
@@ -41,21 +41,28 @@ def search_hash(plan: Plan) -> str:
     return hashlib.sha256(json.dumps(dump, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
 
+def relative_time(latency: dict, batch: int) -> float:
+    """The candidate's time per request / the teacher's at `batch`, both timed interleaved in one window
+    (1 / speed-up); from the two p50s measured apart only for a report written before that."""
+    row = next((r for r in latency.get("batches") or [] if r["batch"] == batch), None)
+    if row is not None and row.get("speedup"):
+        return 1 / row["speedup"]
+    if row is not None and latency.get("reference") is None:
+        return 1.0  # the teacher itself, timed alone
+    raise ValueError(f"evaluate: latency was not measured against the teacher at batch {batch} "
+                     "(search.objective.batch)")
+
+
 def objective(recipe: Recipe, evaluation: dict, teacher: dict) -> float:
-    """Lower is better: bytes on disk, milliseconds per request at the objective's batch, or a weighted mix
-    of both relative to the teacher."""
+    """Lower is better: bytes on disk, the time per request at the objective's batch relative to the teacher's
+    (measured in the same window), or a weighted mix of both relative to the teacher."""
     obj = recipe.search.objective
-
-    def ms(ev: dict) -> float:
-        lat = ev["latency"]
-        return lat["batch1_p50_ms"] if obj.batch == 1 else 1000 * obj.batch / lat["throughput_per_s"]
-
     if obj.minimize == "size":
         return float(evaluation["size_bytes"])
+    ratio = relative_time(evaluation["latency"], obj.batch)
     if obj.minimize == "latency":
-        return ms(evaluation)
-    return obj.size_weight * evaluation["size_bytes"] / teacher["size_bytes"] + \
-        (1 - obj.size_weight) * ms(evaluation) / ms(teacher)
+        return ratio
+    return obj.size_weight * evaluation["size_bytes"] / teacher["size_bytes"] + (1 - obj.size_weight) * ratio
 
 
 def gates_of(recipe: Recipe, tasks: list[str]) -> Gates:
@@ -157,7 +164,8 @@ def run_search(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunR
         order = sorted(trials, key=lambda p: trials[p].get("order", 0))
     best = Search(points, {}).best({p: Outcome(trials[p]["status"] == "passed", trials[p]["objective"])
                                     for p in trials})
-    return _finish(plan, out_dir, ctx, report, trials, order, best, status, stopped_by, probe_s, started, points)
+    return _finish(plan, out_dir, ctx, report, trials, order, best, status, stopped_by, probe_s, started, points,
+                   evaluator)
 
 
 def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[Point], out_dir: Path,
@@ -173,8 +181,7 @@ def _predict(plan: Plan, teacher, evaluator: Evaluator, eval_cfg, points: list[P
             by_id = saved["predicted"]
             return {p: by_id[p.id] for p in points}
     timed = recipe.search.objective.minimize != "size"
-    inputs = evaluator._latency_inputs(teacher, eval_cfg) if timed else None
-    probes = probe(plan, teacher, points, RunLayout(out_dir).work / "probes", ctx, inputs, eval_cfg.latency_runs)
+    probes = probe(plan, teacher, points, RunLayout(out_dir).work / "probes", ctx, evaluator.latency if timed else None)
     predicted = {p: objective(recipe, probes[p], teacher_eval) if timed else float(probes[p]["size_bytes"])
                  for p in points}
     cache.mkdir(parents=True, exist_ok=True)
@@ -198,15 +205,18 @@ def _best_effort(trials: dict[Point, dict], gates: Gates) -> dict | None:
 
 def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: ReportBuilder, trials: dict[Point, dict],
             order: list[Point], best: Point | None, status: str, stopped_by: str, probe_s: float,
-            started: float, points: list[Point]) -> RunResult:
+            started: float, points: list[Point], evaluator: Evaluator | None = None) -> RunResult:
     recipe = plan.recipe
     rows = [trials[p] for p in order]
     passed = best is not None
-    artifact = None
+    artifact, final_latency = None, None
     if status != "cancelled" and passed:
         artifact = RunLayout(out_dir).artifact
         shutil.rmtree(artifact, ignore_errors=True)
         shutil.copytree(RunLayout(out_dir).search_nodes / _leaf(best) / ARTIFACT, artifact)
+        if evaluator is not None:  # the artifact as a user loads it, timed against the teacher in one window
+            ctx.progress("final", "measuring the artifact's latency against the teacher")
+            final_latency = evaluator.latency(load_candidate(artifact, plan))
     effort = None if passed else _best_effort(trials, gates_of(recipe, list(plan.env.eval)))
     if status == "succeeded" and not passed:
         status = "failed-gate"
@@ -221,7 +231,8 @@ def _finish(plan: Plan, out_dir: Path, ctx: RunContext, report: ReportBuilder, t
     })
     report.started = started
     final = report.finish(status, {"stage_index": None, "artifact": ARTIFACT if artifact else None,
-                                   "trial": best.id if best else None},
+                                   "trial": best.id if best else None,
+                                   **({"latency": final_latency} if final_latency else {})},
                           effort["shortfalls"] if effort and status == "failed-gate" else [])
     report.save(RunLayout(out_dir).report)
     write_json(RunLayout(out_dir).manifest, build_manifest(plan, status, artifact, out_dir))

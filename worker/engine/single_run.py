@@ -122,8 +122,11 @@ def run_plan(plan: Plan, out_dir: Path, ctx: RunContext, resume: bool) -> RunRes
         shutil.rmtree(artifact, ignore_errors=True)
         shutil.copytree(best_dir, artifact)
     shortfalls = report.fields["stages"][-1]["gate"]["shortfalls"] if status == "failed-gate" else []
-    final = report.finish(status, {"stage_index": best_index, "artifact": ARTIFACT if artifact else None},
-                          shortfalls)
+    final_row = {"stage_index": best_index, "artifact": ARTIFACT if artifact else None}
+    if artifact is not None:  # the artifact as a user loads it, timed against the teacher in one window
+        ctx.progress("final", "measuring the artifact's latency against the teacher")
+        final_row["latency"] = evaluator.latency(load_candidate(artifact, plan))
+    final = report.finish(status, final_row, shortfalls)
     report.save(layout.report)
     write_json(layout.manifest, build_manifest(plan, status, artifact, out_dir))
     if work_dir != plan.env.work_dir:  # a run inside a run (a student): its own scratch space
