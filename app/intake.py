@@ -13,7 +13,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from .disk import insufficient_storage
 from .errors import Unprocessable
+from .settings import Settings
 
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 DATASET_SUFFIXES = (".jsonl", ".csv")
@@ -85,13 +87,20 @@ def check_engine_reference(source: dict) -> None:
                             errors=[{"field": "source", "message": str(exc.errors()[0]["msg"])}]) from None
 
 
-def unpack_model(archive: Path, work: Path, max_total_bytes: int) -> Path:
-    """Unpack safely into `work` and check the model directory; return the directory holding config.json."""
-    from worker.engine.archive import ArchiveLimits, unpack_archive
+def unpack_model(archive: Path, work: Path, settings: Settings) -> Path:
+    """Unpack safely into `work` and check the model directory; return the directory holding config.json.
+    The caps are the settings' (bytes written, ratio to the archive's size, free disk left), counted while
+    writing; a full disk is the server's 507, anything else about the archive a 422 naming it."""
+    from worker.engine.archive import ArchiveLimits, DiskSpaceError, unpack_archive
     from worker.engine.references import check_model_dir
 
+    limits = ArchiveLimits(max_total_bytes=settings.max_unpacked_bytes, max_ratio=settings.max_compression_ratio,
+                           min_free_bytes=settings.min_free_disk_bytes)
     with engine_errors("archive"):
-        unpacked = unpack_archive(archive, work, ArchiveLimits(max_total_bytes=max_total_bytes))
+        try:
+            unpacked = unpack_archive(archive, work, limits)
+        except DiskSpaceError:
+            raise insufficient_storage(settings.min_free_disk_bytes) from None
         check_model_dir(unpacked, "the archive")
     return unpacked
 
@@ -103,11 +112,11 @@ class CheckedDataset:
     columns: list[str]
 
 
-def check_dataset(path: Path) -> CheckedDataset:
-    """Read every row with the engine's loader; a bad file is a 422 naming the file and the line."""
-    from worker.engine.data import load_dataset
+def check_dataset(path: Path, max_row_bytes: int) -> CheckedDataset:
+    """Check every row with the engine's reader, one row in memory at a time (each at most max_row_bytes); a bad
+    file is a 422 naming the file and the line."""
+    from worker.engine.data import scan_dataset
 
     with engine_errors("file"):
-        dataset = load_dataset(path)
-    schema = dataset.schema()
+        schema = scan_dataset(path, max_row_bytes)
     return CheckedDataset(schema["kind"], schema["rows"], schema["columns"])

@@ -26,6 +26,15 @@ class Settings(BaseSettings):
         default_factory=list, description="roots under which local model paths may be registered: a JSON list or "
         "paths separated by ':' (as PATH is)")
     max_upload_bytes: int = Field(20 * 1024**3, description="cap on one uploaded model or dataset (413 past it)")
+    max_unpacked_bytes: int = Field(20 * 1024**3, ge=1, description="cap on the bytes an uploaded model archive "
+                                    "unpacks to, counted while writing (422 past it)")
+    max_compression_ratio: float = Field(100, ge=1, description="an archive may unpack to at most this many times "
+                                         "its own size, counted while writing (422 past it: a decompression bomb)")
+    min_free_disk_bytes: int = Field(1024**3, ge=0, description="free space an upload or unpacking must leave on "
+                                     "data_dir's disk, checked against Content-Length first and while writing "
+                                     "(507 Insufficient Storage past it)")
+    max_dataset_row_bytes: int = Field(1024**2, ge=1, description="cap on one dataset row (a JSONL line or a CSV "
+                                       "record), read with a bounded readline (422 past it)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API")
     lease_seconds: int = Field(60, ge=5, description="a worker's claim on a job lapses this long after its "
                                                      "last heartbeat")

@@ -42,7 +42,7 @@ _REQUEST_BODY = {
                 "is kept. The kind, row count, columns, size and sha256 are recorded.",
     responses={201: {"headers": {"Location": {"description": "the new dataset's URL",
                                               "schema": {"type": "string"}}}},
-               **problems(400, 401, 413, 415, 422)},
+               **problems(400, 401, 413, 415, 422, 507)},
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def create_dataset(request: Request, response: Response, owner: Owner, db: Db,
@@ -58,7 +58,7 @@ async def create_dataset(request: Request, response: Response, owner: Owner, db:
             raise Unprocessable("name is longer than 200 characters",
                                 errors=[{"field": "name", "message": "at most 200 characters"}])
         # Checked under the user's file name, so that an error reads "train.jsonl:3: ...".
-        checked = await anyio.to_thread.run_sync(check_dataset, form.file.path)
+        checked = await anyio.to_thread.run_sync(check_dataset, form.file.path, settings.max_dataset_row_bytes)
         # The directory appears under datasets/ in one rename, with its file complete and checked.
         final_dir = store.promote(staging, store.uploads / "datasets" / dataset_id)
     except BaseException:

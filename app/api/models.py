@@ -35,9 +35,6 @@ from .uploads import media_type, receive_upload, unsupported_media_type
 
 router = api_router(tags=["models"])
 MAX_JSON_BYTES = 64 * 1024
-# Model weights barely compress, so a real model unpacks to about its archive's size; twice the upload
-# cap leaves room for text files that compress well and still stops a decompression bomb early.
-UNPACK_FACTOR = 2
 
 _REQUEST_BODY = {
     "required": True,
@@ -112,8 +109,7 @@ async def _upload(request: Request, model_id: str, settings: Settings) -> tuple[
         if len(name) > 200:
             raise Unprocessable("name is longer than 200 characters",
                                 errors=[{"field": "name", "message": "at most 200 characters"}])
-        unpacked = await anyio.to_thread.run_sync(unpack_model, form.file.path, staging / "unpacked",
-                                                  settings.max_upload_bytes * UNPACK_FACTOR)
+        unpacked = await anyio.to_thread.run_sync(unpack_model, form.file.path, staging / "unpacked", settings)
         final = store.promote(unpacked, store.uploads / "models" / model_id)
     finally:
         store.discard(staging)  # the archive itself is not kept: the unpacked directory is the model
@@ -130,7 +126,7 @@ async def _upload(request: Request, model_id: str, settings: Settings) -> tuple[
                 "worker will check them: no custom code, no pickles that run code, no links out of the roots.",
     responses={201: {"headers": {"Location": {"description": "the new model's URL",
                                               "schema": {"type": "string"}}}},
-               **problems(400, 401, 413, 415, 422)},
+               **problems(400, 401, 413, 415, 422, 507)},
     openapi_extra={"requestBody": _REQUEST_BODY},
 )
 async def create_model(request: Request, response: Response, owner: Owner, db: Db,
@@ -145,7 +141,7 @@ async def create_model(request: Request, response: Response, owner: Owner, db: D
             # Workers elsewhere read teachers from the store: the checked directory is copied there.
             checked, final = await anyio.to_thread.run_sync(
                 lambda: copy_local_model(body.source.path, model_id, settings.data_dir, settings.model_roots,
-                                         settings.max_upload_bytes * UNPACK_FACTOR))
+                                         settings.max_unpacked_bytes))
         else:
             checked = await anyio.to_thread.run_sync(_check_reference, body, settings)
     elif kind == "multipart/form-data":

@@ -3,8 +3,10 @@
 Starlette's form parser spools the whole body (to memory, then /tmp) before the endpoint runs, so it
 could only refuse an oversized upload after receiving all of it. This reader feeds the request stream
 to python-multipart's push parser and hands the file part's bytes to a SizedWriter, which counts,
-hashes and stops with 413 at the cap; small text fields are capped too. A Content-Length that already
-exceeds the cap is refused before any of the body is read.
+hashes and stops with 413 at the cap; small text fields are capped too (part headers by python-multipart).
+A Content-Length that already exceeds the cap is refused before any of the body is read. The disk keeps its
+reserve (DISTILLERY_MIN_FREE_DISK_BYTES): checked against Content-Length up front and before each write (507).
+The boundary must be what RFC 2046 allows (1 to 70 characters of its set), or the body is a 400.
 """
 
 from __future__ import annotations
@@ -19,13 +21,16 @@ from python_multipart.exceptions import FormParserError
 from python_multipart.multipart import MultipartParser, MultipartState, parse_options_header
 from starlette.exceptions import HTTPException
 
+from ..disk import require_free_space
 from ..errors import BadRequest, PayloadTooLarge, Unprocessable
 from ..storage import SizedWriter, StoredFile
+from .deps import get_settings_dep
 
 FORM_OVERHEAD = 64 * 1024  # boundaries, part headers and the small text fields around the file
 MAX_FIELD_BYTES = 16 * 1024
 MAX_PARTS = 16
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,./:=?-]([0-9A-Za-z'()+_,./:=? -]{0,68}[0-9A-Za-z'()+_,./:=?-])?")
 
 
 @dataclass
@@ -67,8 +72,10 @@ class _Part:
 class _Reader:
     """python-multipart callbacks (synchronous); file bytes are queued and written off the event loop."""
 
-    def __init__(self, file_field: str, dest_dir: Path, max_bytes: int, suffixes: tuple[str, ...]) -> None:
+    def __init__(self, file_field: str, dest_dir: Path, max_bytes: int, suffixes: tuple[str, ...],
+                 min_free: int) -> None:
         self.file_field, self.dest_dir, self.max_bytes, self.suffixes = file_field, dest_dir, max_bytes, suffixes
+        self.min_free = min_free
         self.fields: dict[str, str] = {}
         self.writer: SizedWriter | None = None
         self.original: str = ""
@@ -91,7 +98,7 @@ class _Reader:
         self._part = _Part()
 
     def on_header_field(self, data: bytes, start: int, end: int) -> None:
-        self._hname += data[start:end]
+        self._hname += data[start:end]  # python-multipart bounds a part's headers (MultipartParseError)
 
     def on_header_value(self, data: bytes, start: int, end: int) -> None:
         self._hvalue += data[start:end]
@@ -137,6 +144,7 @@ class _Reader:
     def write_pending(self) -> None:
         chunks, self.pending = self.pending, []
         if self.writer is not None:
+            require_free_space(self.dest_dir, sum(map(len, chunks)), self.min_free)
             for chunk in chunks:
                 self.writer.write(chunk)
 
@@ -150,6 +158,7 @@ async def receive_upload(request: Request, *, file_field: str, dest_dir: Path, m
     """Stream a multipart/form-data body: the part named `file_field` goes to `dest_dir` under the cap."""
     if media_type(request) != "multipart/form-data":
         raise unsupported_media_type("multipart/form-data")
+    min_free = get_settings_dep(request).min_free_disk_bytes
     declared = request.headers.get("content-length", "")
     if declared.isdigit() and int(declared) > max_bytes + FORM_OVERHEAD:
         raise PayloadTooLarge(f"the upload ({declared} bytes) is larger than the limit of {max_bytes} bytes")
@@ -157,7 +166,11 @@ async def receive_upload(request: Request, *, file_field: str, dest_dir: Path, m
     boundary = params.get(b"boundary")
     if not boundary:
         raise BadRequest("the multipart Content-Type has no boundary")
-    reader = _Reader(file_field, dest_dir, max_bytes, suffixes)
+    if not _BOUNDARY.fullmatch(boundary):
+        raise BadRequest("the multipart boundary must be 1 to 70 letters, digits or '()+_,-./:=? (RFC 2046)")
+    if declared.isdigit():  # before reading anything: the whole body may land on this disk
+        await anyio.to_thread.run_sync(require_free_space, dest_dir, int(declared), min_free)
+    reader = _Reader(file_field, dest_dir, max_bytes, suffixes, min_free)
     parser = MultipartParser(boundary, reader.callbacks())  # type: ignore[arg-type]
     try:
         async for chunk in request.stream():
@@ -171,9 +184,11 @@ async def receive_upload(request: Request, *, file_field: str, dest_dir: Path, m
             raise Unprocessable(f"the form has no file in {file_field!r}",
                                 errors=[{"field": file_field, "message": "a file is required"}])
         stored = await anyio.to_thread.run_sync(reader.writer.commit)
-    except FormParserError:
+    except FormParserError as exc:
         reader.abort()
-        raise BadRequest("the multipart body is malformed") from None
+        first = (str(exc).splitlines() or [""])[0][:200]
+        raise BadRequest(f"the multipart body is malformed ({first})" if first else "the multipart body is "
+                         "malformed") from None
     except BaseException:
         reader.abort()  # covers 413, a client that went away, and cancellation
         raise

@@ -17,9 +17,11 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import BinaryIO, Literal
 
 from .errors import DataError
 from .references import sha256_file
@@ -33,6 +35,8 @@ _COLUMNS: dict[DatasetKind, tuple[str, ...]] = {
     "text": ("text",),
 }
 MAX_ROWS = 5_000_000
+MAX_ROW_BYTES = 1024**2  # one JSONL line or CSV record; the service passes DISTILLERY_MAX_DATASET_ROW_BYTES
+_INTEGER = re.compile(r"-?[0-9]+")
 
 
 @dataclass(frozen=True)
@@ -88,6 +92,10 @@ def _kind_of(row: object, where: str) -> DatasetKind:
                     + (f" (found {_names(sorted(keys))})" if keys else ""))
 
 
+def _finite(value: int | float) -> bool:
+    return math.isfinite(value) if isinstance(value, float) else abs(value) < 2**1023  # a float holds that int
+
+
 def _check_row(row: object, kind: DatasetKind, where: str, first: str) -> dict:
     if not isinstance(row, dict):
         raise DataError(f"{where}: expected an object with {', '.join(_COLUMNS[kind])}")
@@ -113,83 +121,146 @@ def _check_row(row: object, kind: DatasetKind, where: str, first: str) -> dict:
         elif col == "label":
             if isinstance(value, bool) or not isinstance(value, int | str) or value == "":
                 raise DataError(f"{where}: label must be an integer or a non-empty string")
+            if isinstance(value, int) and not -(2**63) <= value < 2**63:
+                raise DataError(f"{where}: label is an integer too large to be a class index")
         elif col == "score":
-            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
                 raise DataError(f"{where}: score must be a finite number")
             value = float(value)
         out[col] = value
     return out
 
 
-def _jsonl_rows(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip():
-                continue  # blank lines (e.g. a trailing newline) are not rows
-            try:
-                yield lineno, json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"{path.name}:{lineno}: not valid JSON ({exc.msg})") from None
+def _lines(fh: BinaryIO, name: str, max_row_bytes: int) -> Iterator[tuple[int, str, int]]:
+    """(line number, text, bytes) of each line, read with a bounded readline: a line longer than the cap is
+    refused after max_row_bytes + 1 bytes, never held whole."""
+    lineno = 0
+    while raw := fh.readline(max_row_bytes + 1):
+        lineno += 1
+        if len(raw) > max_row_bytes and not raw.endswith(b"\n"):
+            raise DataError(f"{name}:{lineno}: the line is longer than {max_row_bytes} bytes; rows are at most "
+                            f"{max_row_bytes} bytes")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: not UTF-8 text on line {lineno} ({exc.reason} at byte {exc.start} of the "
+                            "line)") from None
+        yield lineno, text, len(raw)
 
 
-def _csv_rows(path: Path):
-    """(line a record starts on, its fields by column); the header is checked as the file's first row."""
-    with open(path, encoding="utf-8", newline="") as fh:
-        reader = csv.reader(fh)
-        header: list[str] | None = None
-        while True:
-            lineno = reader.line_num + 1  # a quoted field may span lines: name the record's first
+def _jsonl_rows(fh: BinaryIO, name: str, max_row_bytes: int) -> Iterator[tuple[int, object]]:
+    for lineno, line, _ in _lines(fh, name, max_row_bytes):
+        if not line.strip():
+            continue  # blank lines (e.g. a trailing newline) are not rows
+        try:
+            yield lineno, json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(f"{name}:{lineno}: not valid JSON ({exc.msg})") from None
+        except RecursionError:
+            raise DataError(f"{name}:{lineno}: the JSON is nested too deeply") from None
+        except ValueError as exc:  # an integer of thousands of digits (Python's int-string conversion limit)
+            raise DataError(f"{name}:{lineno}: not usable JSON ({str(exc).split(':')[0]})") from None
+
+
+def _csv_label(value: str, where: str) -> int | str:
+    """A label that is an ASCII integer becomes an int (a class index); other text stays a class name."""
+    if not _INTEGER.fullmatch(value):
+        return value
+    if len(value.lstrip("-")) > 18:
+        raise DataError(f"{where}: label {value[:40]!r}... has more than 18 digits; not a class index")
+    return int(value)
+
+
+def _csv_rows(fh: BinaryIO, name: str, max_row_bytes: int) -> Iterator[tuple[int, object]]:
+    """(line a record starts on, its fields by column); the header is checked as the file's first row.
+    A record may span lines (a quoted newline): its lines together are held to the row cap."""
+    pending = 0  # bytes fed to the CSV reader since the last record it returned
+    start = 1
+
+    def lines() -> Iterator[str]:
+        nonlocal pending
+        for _, text, size in _lines(fh, name, max_row_bytes):
+            pending += size
+            if pending > max_row_bytes:
+                raise DataError(f"{name}:{start}: the record is longer than {max_row_bytes} bytes")
+            yield text
+
+    reader = csv.reader(lines())
+    header: list[str] | None = None
+    while True:
+        start = lineno = reader.line_num + 1  # a quoted field may span lines: name the record's first
+        try:
             fields = next(reader, None)
-            if fields is None:
-                return
-            if not fields:
-                continue  # a blank line
-            if header is None:
-                header = fields
-                dupes = sorted({c for c in header if header.count(c) > 1})
-                if dupes:
-                    raise DataError(f"{path.name}:{lineno}: column {_names(dupes)} appears twice in the header")
-                _kind_of(dict.fromkeys(header), f"{path.name}:{lineno} (the header)")
-                continue
-            if len(fields) != len(header):
-                more = "more" if len(fields) > len(header) else "fewer"
-                raise DataError(f"{path.name}:{lineno}: {more} fields than the header has")
-            parsed: dict = dict(zip(header, fields, strict=True))
-            if "label" in parsed and parsed["label"].lstrip("-").isdigit():
-                parsed["label"] = int(parsed["label"])
-            if "score" in parsed:
-                try:
-                    parsed["score"] = float(parsed["score"])
-                except ValueError:
-                    raise DataError(f"{path.name}:{lineno}: score {parsed['score']!r} is not a number") from None
-            yield lineno, parsed
+        except csv.Error as exc:
+            raise DataError(f"{name}:{reader.line_num}: malformed CSV ({exc})") from None
+        pending = 0
+        if fields is None:
+            return
+        if not fields:
+            continue  # a blank line
+        if header is None:
+            header = fields
+            dupes = sorted({c for c in header if header.count(c) > 1})
+            if dupes:
+                raise DataError(f"{name}:{lineno}: column {_names(dupes)} appears twice in the header")
+            _kind_of(dict.fromkeys(header), f"{name}:{lineno} (the header)")
+            continue
+        if len(fields) != len(header):
+            more = "more" if len(fields) > len(header) else "fewer"
+            raise DataError(f"{name}:{lineno}: {more} fields than the header has")
+        parsed: dict = dict(zip(header, fields, strict=True))
+        if "label" in parsed:
+            parsed["label"] = _csv_label(parsed["label"], f"{name}:{lineno}")
+        if "score" in parsed:
+            try:
+                parsed["score"] = float(parsed["score"])
+            except ValueError:
+                raise DataError(f"{name}:{lineno}: score {parsed['score'][:40]!r} is not a number") from None
+        yield lineno, parsed
 
 
-def load_dataset(path: str | Path) -> Dataset:
+def checked_rows(path: str | Path, max_row_bytes: int = MAX_ROW_BYTES) -> Iterator[tuple[DatasetKind, int, dict]]:
+    """(the file's kind, line, row) for each row, checked as it is read: one row in memory at a time."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"dataset {path} does not exist")
     suffix = path.suffix.lower()
     if suffix not in (".jsonl", ".csv", ".json"):
         raise DataError(f"{path.name}: expected a .jsonl or .csv file")
-    rows: list[dict] = []
-    lines: list[int] = []
     kind: DatasetKind | None = None
     first = ""
-    try:
-        source = _csv_rows(path) if suffix == ".csv" else _jsonl_rows(path)
+    count = 0
+    with open(path, "rb") as fh:
+        source = _csv_rows(fh, path.name, max_row_bytes) if suffix == ".csv" else \
+            _jsonl_rows(fh, path.name, max_row_bytes)
         for lineno, raw in source:
             where = f"{path.name}:{lineno}"
             if kind is None:
                 kind, first = _kind_of(raw, where), ("the header" if suffix == ".csv" else f"line {lineno}")
-            rows.append(_check_row(raw, kind, where, first))
-            lines.append(lineno)
-            if len(rows) > MAX_ROWS:
+            count += 1
+            if count > MAX_ROWS:
                 raise DataError(f"{path.name}: more than {MAX_ROWS} rows")
-    except UnicodeDecodeError as exc:
-        raise DataError(f"{path.name}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    except csv.Error as exc:
-        raise DataError(f"{path.name}: malformed CSV ({exc})") from None
-    if kind is None or not rows:
+            yield kind, lineno, _check_row(raw, kind, where, first)
+    if kind is None:
         raise DataError(f"{path.name}: the file has no rows")
+
+
+def load_dataset(path: str | Path, max_row_bytes: int = MAX_ROW_BYTES) -> Dataset:
+    path = Path(path)
+    rows: list[dict] = []
+    lines: list[int] = []
+    kind: DatasetKind = "text"
+    for row_kind, lineno, row in checked_rows(path, max_row_bytes):
+        kind = row_kind
+        rows.append(row)
+        lines.append(lineno)
     return Dataset(path=path, kind=kind, rows=rows, sha256=sha256_file(path), lines=tuple(lines))
+
+
+def scan_dataset(path: str | Path, max_row_bytes: int = MAX_ROW_BYTES) -> dict:
+    """What Dataset.schema() says, from one streaming pass that keeps no rows (the service's upload check)."""
+    kind: DatasetKind = "text"
+    rows = 0
+    for row_kind, _, _ in checked_rows(path, max_row_bytes):
+        kind, rows = row_kind, rows + 1
+    return {"kind": kind, "columns": list(_COLUMNS[kind]), "rows": rows}

@@ -254,6 +254,9 @@ def read_config(resolved: ResolvedModel, field: str):
         return AutoConfig.from_pretrained(resolved.name_or_path, **kw)
     except pickle.UnpicklingError as exc:  # defence in depth: a config never needs the unpickler
         raise UnsafeInputError(unsafe_pickle_message(resolved, exc), field=field) from None
+    except RecursionError:  # json's C decoder on a config nested thousands deep: the user's file, not a crash
+        raise ModelReferenceError(f"cannot read the config of {resolved.where}: config.json is nested too "
+                                  "deeply", field=field) from None
     except (OSError, ValueError, KeyError) as exc:
         where = resolved.where
         msg = str(exc).splitlines()[0][:300]
