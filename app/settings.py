@@ -51,6 +51,12 @@ class Settings(BaseSettings):
                               "submit (422)")
     reconcile_seconds: int = Field(30, ge=1, description="how often queued jobs without a live lease are "
                                                          "re-enqueued")
+    hub_timeout_seconds: float = Field(10, gt=0, le=120, description="at submit, the dry run gives up on the "
+                                       "Hugging Face hub after this long (one request for config.json, no "
+                                       "retries); an unreachable hub answers 503 naming teacher.id")
+    max_concurrent_slow_per_key: int = Field(4, ge=1, description="slow requests (job submissions, uploads, model "
+                                             "registrations) one owner may have in progress on one API process; "
+                                             "past it, 429 with Retry-After")
     store: str = Field("local", description="where uploads and job outputs live: data_dir "
                                           "(local), or an S3-compatible bucket shared by every machine (s3); any "
                                           "backend registered with app.store.register_store_backend")

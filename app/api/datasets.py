@@ -13,6 +13,7 @@ from ..storage import LocalStore
 from ..store import get_store
 from .deps import AppSettings, Db, Owner
 from .docs import DatasetId, problems
+from .limits import SLOW
 from .pagination import After, Limit, Page, decode_cursor, encode_cursor
 from .routing import api_router
 from .schemas_assets import DatasetOut
@@ -42,8 +43,8 @@ _REQUEST_BODY = {
                 "is kept. The kind, row count, columns, size and sha256 are recorded.",
     responses={201: {"headers": {"Location": {"description": "the new dataset's URL",
                                               "schema": {"type": "string"}}}},
-               **problems(400, 401, 413, 415, 422, 507)},
-    openapi_extra={"requestBody": _REQUEST_BODY},
+               **problems(400, 401, 413, 415, 422, 429, 507)},
+    openapi_extra={"requestBody": _REQUEST_BODY}, dependencies=[SLOW],
 )
 async def create_dataset(request: Request, response: Response, owner: Owner, db: Db,
                          settings: AppSettings) -> DatasetOut:

@@ -52,6 +52,10 @@ _ANSWERS: dict[int, tuple[str, str, str, str]] = {
           "Range not satisfiable", "the range starts past the end (23112704 bytes)"),
     422: ("the request or the uploaded content is invalid; `errors` names the field", "validation_error",
           "The request cannot be processed", "limit: Input should be less than or equal to 200"),
+    429: ("this API key's owner has as many slow requests in progress as it may; retry after Retry-After seconds",
+          "too_many_requests", "Too many requests",
+          "this API key's owner already has 4 slow requests (job submissions, uploads, model registrations) in "
+          "progress, the most allowed at once; retry after 5 s"),
     507: ("the server's disk would keep less free space than its reserve; retry after Retry-After seconds",
           "insufficient_storage", "Insufficient storage", "the server's disk has too little free space for this "
           "upload (it keeps 1073741824 bytes free); try again later"),
@@ -79,7 +83,7 @@ def problems(*codes: int, examples: dict[int, dict[str, Any]] | None = None) -> 
         example = (examples or {}).get(code) or problem_example(code)
         out[code] = {"description": _ANSWERS[code][0],
                      "content": {"application/problem+json": {"schema": schema, "example": example}}}
-        if code in (503, 507):
+        if code in (429, 503, 507):
             out[code]["headers"] = _RETRY_AFTER
     return out
 

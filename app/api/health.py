@@ -1,7 +1,15 @@
-"""Liveness, readiness (database and broker reachable) and Prometheus metrics."""
+"""Liveness, readiness (database and broker reachable) and Prometheus metrics.
+
+/healthz and /readyz never wait behind request work: they are coroutines, so they take no thread from the
+threadpool that slow requests fill, and /readyz runs its two checks on a small executor of its own, each given
+up after CHECK_SECONDS (a dependency that does not answer by then is reported as not ready, promptly).
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 from fastapi import Request, Response
@@ -18,6 +26,9 @@ from .routing import api_router
 from .schemas_assets import inline_schema
 
 router = api_router(tags=["health"])
+CHECK_SECONDS = 2.0
+# Its own threads: a check stuck on a dead connection holds one of these, never a request thread.
+_CHECKS = ThreadPoolExecutor(max_workers=4, thread_name_prefix="readyz")
 _state = StateCollector()
 REGISTRY.register(_state)
 
@@ -59,30 +70,39 @@ distillery_http_request_duration_seconds_count{method="GET",route="/v1/jobs/{job
 
 
 @router.get("/healthz", summary="The process is up", response_model=Health)
-def healthz() -> Health:
+async def healthz() -> Health:  # on the event loop: no thread to wait for
     return Health(status="ok")
+
+
+def _database(url: str) -> None:
+    with get_engine(url).connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+def _broker(url: str) -> None:
+    import redis
+
+    redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1).ping()
+
+
+async def _check(fn: Callable[[str], None], arg: str) -> str:
+    """ok, or error: <the exception's class>; TimeoutError when it did not answer within CHECK_SECONDS."""
+    try:
+        await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(_CHECKS, fn, arg), CHECK_SECONDS)
+    except Exception as exc:  # any failure means not ready; say which
+        return f"error: {type(exc).__name__}"
+    return "ok"
 
 
 @router.get("/readyz", summary="The database and the broker are reachable", response_model=Ready,
             responses={503: {"description": "a dependency is unreachable; `checks` says which",
                              "content": {"application/problem+json": {"schema": inline_schema(NotReady),
                                                                       "example": NOT_READY_EXAMPLE}}}})
-def readyz(request: Request) -> Response:
-    import redis
-
+async def readyz(request: Request) -> Response:
     settings = request.app.state.settings
-    checks: dict[str, str] = {}
-    try:
-        with get_engine(settings.sqlalchemy_url).connect() as conn:
-            conn.execute(text("SELECT 1"))
-        checks["database"] = "ok"
-    except Exception as exc:  # any failure means not ready; say which
-        checks["database"] = f"error: {type(exc).__name__}"
-    try:
-        redis.Redis.from_url(settings.redis_url, socket_timeout=1, socket_connect_timeout=1).ping()
-        checks["broker"] = "ok"
-    except redis.RedisError as exc:
-        checks["broker"] = f"error: {type(exc).__name__}"
+    database, broker = await asyncio.gather(_check(_database, settings.sqlalchemy_url),
+                                            _check(_broker, settings.redis_url))
+    checks = {"database": database, "broker": broker}
     down = [name for name, state in checks.items() if state != "ok"]
     if not down:
         return JSONResponse(Ready(status="ready", checks=checks).model_dump())

@@ -14,6 +14,7 @@ from ..repositories import jobs as repo
 from ..services import jobs as service
 from .deps import AppSettings, Db, Owner
 from .docs import JOB_ID, JobId, problem_example, problems
+from .limits import SLOW
 from .pagination import After, Limit, decode_cursor, encode_cursor
 from .routing import api_router
 from .schemas_jobs import PROBLEM_EXAMPLE, JobCreate, JobOut, JobPage
@@ -32,13 +33,17 @@ NOT_FINISHED = problem_example(409, type="urn:distillery:problem:job_not_finishe
     description="Validates the recipe with the stages' dry run (datasets and the model's config are read, no "
     "weights), then queues the job. With `Idempotency-Key`, the same key and body return the same job (200); "
     "the same key with another body is a 422. A key lives 24 hours; after that it makes a new job. A body over "
-    f"{MAX_JOB_BYTES // 1024} KiB is refused with 413.",
+    f"{MAX_JOB_BYTES // 1024} KiB is refused with 413. A hub teacher not in the service's cache has its config.json "
+    "fetched within DISTILLERY_HUB_TIMEOUT_SECONDS; a hub that cannot be reached is a 503 (`hub_unavailable`, "
+    "naming `teacher.id`) with Retry-After. A submission is a slow request: past an owner's limit of them at once, "
+    "429 with Retry-After.",
+    dependencies=[SLOW],
     responses={
         200: {"description": "an idempotent replay: the job the same key and body created before",
               "model": JobOut},
         201: {"description": "queued; `Location` is the job's URL",
               "headers": {"Location": {"schema": {"type": "string"}, "description": "/v1/jobs/{id}"}}},
-        **problems(401, 413, 422, examples={422: PROBLEM_EXAMPLE, 413: problem_example(
+        **problems(401, 413, 422, 429, examples={422: PROBLEM_EXAMPLE, 413: problem_example(
             413, instance="/v1/jobs", detail=f"a job's body is limited to {MAX_JOB_BYTES} bytes")}),
     },
 )

@@ -28,6 +28,7 @@ from ..storage import LocalStore
 from ..store import get_store, upload_dir
 from .deps import AppSettings, Db, Owner
 from .docs import ModelId, problems
+from .limits import SLOW
 from .pagination import After, Limit, Page, decode_cursor, encode_cursor
 from .routing import api_router
 from .schemas_assets import BundledSource, HubSource, LocalSource, ModelCreate, ModelOut, inline_schema
@@ -126,8 +127,8 @@ async def _upload(request: Request, model_id: str, settings: Settings) -> tuple[
                 "worker will check them: no custom code, no pickles that run code, no links out of the roots.",
     responses={201: {"headers": {"Location": {"description": "the new model's URL",
                                               "schema": {"type": "string"}}}},
-               **problems(400, 401, 413, 415, 422, 507)},
-    openapi_extra={"requestBody": _REQUEST_BODY},
+               **problems(400, 401, 413, 415, 422, 429, 507)},
+    openapi_extra={"requestBody": _REQUEST_BODY}, dependencies=[SLOW],
 )
 async def create_model(request: Request, response: Response, owner: Owner, db: Db,
                        settings: AppSettings) -> ModelOut:

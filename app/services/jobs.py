@@ -20,12 +20,13 @@ from sqlalchemy.orm import Session
 
 from worker.celery_app import enqueue_job
 from worker.engine import EngineError, Recipe, make_plan, parse_recipe
+from worker.engine.hub_fetch import HubUnavailableError, hub_time_limit
 from worker.engine.recipe import ArchiveRef, DistillConfig, LocalRef
 
 from ..api.schemas_jobs import JobCreate
 from ..db.base import new_id
 from ..db.models import DatasetRecord, Job, ModelRecord
-from ..errors import Conflict, NotFound, Unprocessable
+from ..errors import Conflict, NotFound, Unavailable, Unprocessable
 from ..repositories import jobs as repo
 from ..repositories.datasets import get_dataset
 from ..repositories.models import get_model
@@ -50,6 +51,13 @@ class JobAlreadyFinished(Conflict):
 
 class InputDeleted(Conflict):
     code = "input_deleted"
+
+
+class HubUnavailable(Unavailable):
+    code = "hub_unavailable"
+
+
+HUB_RETRY_AFTER = 30  # seconds: a hub outage is seldom over sooner
 
 
 def invalid(field: str, message: str, code: str | None = None) -> Unprocessable:
@@ -125,9 +133,16 @@ def dry_run(settings: Settings, recipe: Recipe) -> None:
     try:
         # Uploads are kept here since they were checked; another API replica fetches them from the store.
         fetch_inputs(get_store(settings), settings.data_dir, recipe.model_dump(mode="json"))
-        plan = make_plan(planned, base_dir=settings.data_dir, roots=[settings.uploads_dir, *settings.model_roots],
-                         work_dir=work_dir)
+        # On a request thread: an uncached hub model's config is fetched within the setting's bound, never with
+        # huggingface_hub's own minutes of retries.
+        with hub_time_limit(settings.hub_timeout_seconds):
+            plan = make_plan(planned, base_dir=settings.data_dir,
+                             roots=[settings.uploads_dir, *settings.model_roots], work_dir=work_dir)
         check_memory(settings, plan, "gpu" if recipe.device == "cuda" else "cpu")
+    except HubUnavailableError as exc:  # an outage the client cannot fix: 503, retry later
+        field = exc.field or "teacher.id"
+        raise HubUnavailable(f"{field}: {exc.message}", headers={"Retry-After": str(HUB_RETRY_AFTER)},
+                             errors=[{"field": field, "message": exc.message, "code": exc.code}]) from None
     except EngineError as exc:
         raise invalid(exc.field or "body", exc.message, exc.code) from None
     except FileNotFoundError as exc:
@@ -207,6 +222,7 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
         # `distillery serve` on a host without CUDA: the job would wait on a queue no worker takes
         raise invalid("device", "no GPU worker serves this instance (this host has no CUDA); use device cpu",
                       "no_gpu_worker")
+    session.commit()  # end the read transaction: no pooled connection is held through the dry run's seconds
     dry_run(settings, recipe)
     queue = "gpu" if recipe.device == "cuda" else "cpu"
     try:

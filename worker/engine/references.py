@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import hub_fetch
 from .archive import ArchiveLimits, unpack_archive
 from .errors import EngineError, ModelReferenceError, UnsafeInputError
 from .model_checks import PICKLE_INDEX, PICKLE_WEIGHTS, SAFE_INDEX, check_model_dir, check_model_files, index_shards
@@ -248,10 +249,15 @@ def read_config(resolved: ResolvedModel, field: str):
     from transformers import AutoConfig
 
     kw = {"revision": resolved.revision, "trust_remote_code": False}
+    source = resolved.name_or_path
     if resolved.local_dir is not None or resolved.snapshot is not None:
         kw["local_files_only"] = True
+    elif resolved.revision and (limit := hub_fetch.current_limit()) is not None:
+        # the service's dry run: the hub within a time limit, config.json alone, into the local cache
+        source = str(hub_fetch.fetch_config(resolved.name_or_path, resolved.revision, limit, f"{field}.id"))
+        kw["local_files_only"] = True
     try:
-        return AutoConfig.from_pretrained(resolved.name_or_path, **kw)
+        return AutoConfig.from_pretrained(source, **kw)
     except pickle.UnpicklingError as exc:  # defence in depth: a config never needs the unpickler
         raise UnsafeInputError(unsafe_pickle_message(resolved, exc), field=field) from None
     except RecursionError:  # json's C decoder on a config nested thousands deep: the user's file, not a crash
@@ -260,6 +266,6 @@ def read_config(resolved: ResolvedModel, field: str):
     except (OSError, ValueError, KeyError) as exc:
         where = resolved.where
         msg = str(exc).splitlines()[0][:300]
-        if resolved.revision and resolved.snapshot is None:
+        if resolved.revision and resolved.snapshot is None and source == resolved.name_or_path:
             msg = "not in the local Hugging Face cache and the hub cannot be reached (offline)"
         raise ModelReferenceError(f"cannot read the config of {where}: {msg}", field=field) from None
