@@ -9,9 +9,10 @@ from pathlib import Path
 
 ENGINE = Path(__file__).resolve().parents[2] / "worker" / "engine"
 # torch, transformers, pydantic and the standard library; the rest are what transformers itself
-# depends on (yaml, safetensors, tokenizers) and torchao, the quantization library the issue names.
+# depends on (yaml, safetensors, tokenizers, huggingface_hub: hub ids and the hub's files) and torchao, the
+# quantization library the issue names.
 # scikit-learn (and numpy, scipy under it): evaluation metrics and probes as the field defines them.
-ALLOWED = {"torch", "transformers", "pydantic", "yaml", "safetensors", "tokenizers", "torchao",
+ALLOWED = {"torch", "transformers", "pydantic", "yaml", "safetensors", "tokenizers", "huggingface_hub", "torchao",
            "sklearn", "numpy", "scipy"}
 
 
