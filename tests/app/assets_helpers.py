@@ -10,6 +10,10 @@ from pathlib import Path
 import httpx
 
 PROBLEM = "application/problem+json"
+# The smallest report the engine's typed model accepts (worker/engine/report.py): a finished run with no stages.
+MINIMAL_REPORT = {"report_version": 1, "task": "feature-extraction", "device": "cpu", "recipe_sha256": "ab" * 32,
+                  "versions": {"torch": "2.13.0"}, "stages": [], "status": "succeeded", "shortfalls": [],
+                  "final": {"stage_index": None, "artifact": None}, "duration_s": 1.5}
 
 
 def assert_problem(response: httpx.Response, status: int) -> dict:

@@ -17,6 +17,7 @@ from sqlalchemy import func, select, update
 
 from app.db.base import new_id, session_scope
 from app.db.models import DatasetRecord, IdempotencyKey, Job, ModelRecord, StageRun
+from tests.app.assets_helpers import MINIMAL_REPORT
 from worker.engine import parse_recipe
 
 KINDS = {"train": "text", "eval_cls": "classification", "eval_sts": "similarity"}
@@ -265,9 +266,7 @@ def test_report(client, settings):
     assert r.status_code == 409 and r.json()["type"].endswith("job_not_finished")
     set_job(settings, job_id, status="cancelled")
     assert client.get(f"/v1/jobs/{job_id}/report").status_code == 404
-    report = {"report_version": 1, "task": "feature-extraction", "device": "cpu", "recipe_sha256": "ab" * 32,
-              "versions": {"torch": "2.13.0"}, "stages": [], "status": "succeeded", "shortfalls": [],
-              "final": {"stage_index": None, "artifact": None}, "duration_s": 1.5}
+    report = MINIMAL_REPORT
     set_job(settings, job_id, status="succeeded", report=report, failure_code=None)
     r = client.get(f"/v1/jobs/{job_id}/report")
     assert r.status_code == 200 and r.json() == report  # as stored: no field added, none dropped
@@ -293,7 +292,7 @@ def test_job_shows_progress_and_failure(client, settings):
 
 
 def test_another_owner_gets_404(client, other_client, settings):
-    job_id = insert_job(settings, status="succeeded", report={"status": "succeeded"})
+    job_id = insert_job(settings, status="succeeded", report=MINIMAL_REPORT)
     for method, path in (("GET", ""), ("POST", "/cancel"), ("GET", "/report"), ("GET", "/events")):
         r = other_client.request(method, f"/v1/jobs/{job_id}{path}")
         assert r.status_code == 404 and r.headers["content-type"].startswith("application/problem+json"), path

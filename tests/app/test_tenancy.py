@@ -9,7 +9,7 @@ import re
 
 import pytest
 
-from tests.app.assets_helpers import assert_problem
+from tests.app.assets_helpers import MINIMAL_REPORT, assert_problem
 from tests.app.test_artifacts import make_job
 from tests.app.test_events import add_events
 from tests.app.test_jobs_api import body, reg, set_job  # noqa: F401  (reg: a fixture)
@@ -23,7 +23,7 @@ def owned(client, settings, reg) -> dict[str, str]:  # noqa: F811
     job = client.post("/v1/jobs", json=body(reg))
     assert job.status_code == 201, job.text
     add_events(settings, job.json()["id"], range(1, 4))
-    set_job(settings, job.json()["id"], status="succeeded", report={"report_version": 1, "stages": []})
+    set_job(settings, job.json()["id"], status="succeeded", report=MINIMAL_REPORT)
     _, artifacts = make_job(settings, files={"model.tar": b"weights"})
     return {"model_id": reg["model"], "dataset_id": reg["train"], "job_id": job.json()["id"],
             "artifact_id": artifacts[0]}
