@@ -78,6 +78,8 @@ async def _json_body(request: Request) -> ModelCreate:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise BadRequest(f"the body is not valid JSON ({exc})") from None
+    except RecursionError:  # nested deeper than the parser goes: no model reference is
+        raise BadRequest("the body is nested too deeply") from None
     try:
         return ModelCreate.model_validate(data)
     except ValidationError as exc:

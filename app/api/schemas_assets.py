@@ -7,12 +7,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from worker.engine.fields import HubId, Revision, Strict, UserPath
+
 SHA = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
 WHEN = "2025-01-01T12:00:00Z"
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 # SQLite hands back naive datetimes for timezone-aware columns; they were written in UTC.
@@ -20,22 +18,21 @@ UtcDatetime = Annotated[datetime, AfterValidator(lambda v: v if v.tzinfo else v.
 
 
 # ---- request: the engine's model references, less `archive` (uploads take the multipart form) ---------
-# These mirror worker.engine.recipe's LocalRef, HubRef and BundledRef (kept here so the API does not
-# import torch at start-up); the endpoint also validates the stored reference with the engine's ModelRef.
+# These mirror worker.engine.recipe's LocalRef, HubRef and BundledRef, with the same field types
+# (worker/engine/fields.py); the endpoint also validates the stored reference with the engine's ModelRef.
 
 
 class LocalSource(Strict):
     source: Literal["local"]
-    path: str = Field(description="an absolute path to a Hugging Face model directory under an allowed root",
+    path: UserPath = Field(description="an absolute path to a Hugging Face model directory under an allowed root",
                       examples=["/models/minilm"])
 
 
 class HubSource(Strict):
     source: Literal["hf"]
-    id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", examples=["sentence-transformers/all-MiniLM-L6-v2"])
-    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="a full 40-character commit sha (pinned, so "
-                          "a moved branch cannot change the teacher)",
-                          examples=["c9745ed1d9f207416be6d2e6f8de32d1f16199bf"])
+    id: HubId
+    revision: Revision = Field(description="a full 40-character commit sha (pinned, so a moved branch cannot "
+                               "change the teacher)", examples=["c9745ed1d9f207416be6d2e6f8de32d1f16199bf"])
 
 
 class BundledSource(Strict):
@@ -47,7 +44,7 @@ ModelSource = Annotated[LocalSource | HubSource | BundledSource, Field(discrimin
 
 
 class ModelCreate(Strict):
-    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+    model_config = ConfigDict(json_schema_extra={"examples": [
         {"name": "minilm", "source": {"source": "local", "path": "/models/minilm"}},
         {"name": "minilm-hub", "source": {"source": "hf", "id": "sentence-transformers/all-MiniLM-L6-v2",
                                           "revision": "c9745ed1d9f207416be6d2e6f8de32d1f16199bf"}},

@@ -13,7 +13,8 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
-from worker.engine.recipe import BundledRef, HubRef, Recipe, Strict
+from worker.engine.fields import MAX_ITEMS, Strict
+from worker.engine.recipe import BundledRef, HubRef, Recipe
 
 # ---- the request ------------------------------------------------------------------------------
 
@@ -62,7 +63,8 @@ class JobData(Strict):
     train: str | None = Field(None, max_length=40, description="dataset id: transfer or calibration text",
                               examples=["ds_01jd8x3k2v9q7w4e5r6t7y8u9i"])
     eval: dict[str, Annotated[str, Field(max_length=40)]] = Field(
-        default_factory=dict, description="eval task name -> dataset id; quality is reported per task",
+        default_factory=dict, max_length=MAX_ITEMS,
+        description="eval task name -> dataset id; quality is reported per task",
         examples=[{"topics": "ds_01jd8x4a0b1c2d3e4f5g6h7j8k", "sts": "ds_01jd8x4m9n8p7q6r5s4t3v2w1x"}])
 
 

@@ -33,6 +33,7 @@ from ..repositories.models import get_model
 from ..settings import Settings
 from ..store import fetch_inputs, get_store
 from .preflight import check_memory
+from .user_terms import InputNames
 
 log = logging.getLogger("distillery.jobs")
 
@@ -75,16 +76,20 @@ def get_job(session: Session, owner: str, job_id: str) -> Job:
 # ---- ids -> engine recipe ---------------------------------------------------------------------
 
 
-def _dataset_path(session: Session, owner: str, dataset_id: str, field: str) -> str:
+def _dataset_path(session: Session, owner: str, dataset_id: str, field: str, names: InputNames | None) -> str:
     # A relative path is a store key: each worker fetches it into its own data_dir, the engine's base_dir.
     record = get_dataset(session, owner, dataset_id)
     if record is None:  # another owner's id reads exactly like an unknown one
         raise invalid(field, f"no dataset {dataset_id}", "unknown_dataset")
+    if names is not None:
+        names.paths[record.path] = f"dataset {dataset_id}"
     return record.path
 
 
-def build_recipe(session: Session, settings: Settings, owner: str, body: JobCreate) -> dict:
-    """The engine recipe the body stands for: registered ids become references and absolute paths."""
+def build_recipe(session: Session, settings: Settings, owner: str, body: JobCreate,
+                 names: InputNames | None = None) -> dict:
+    """The engine recipe the body stands for: registered ids become references and absolute paths (`names`
+    records which id each path stands for, to say errors in the client's terms)."""
     if unknown := body.unknown_gates():
         raise invalid(f"gates.per_task.{unknown[0]}", f"{unknown[0]} is not an eval task in data.eval")
     recipe = body.model_dump(mode="json", exclude={"teacher", "data"})
@@ -96,20 +101,22 @@ def build_recipe(session: Session, settings: Settings, owner: str, body: JobCrea
         teacher = dict(record.source)
         if teacher.get("source") == "store":  # an upload: the engine reads it as a directory under base_dir
             teacher = {"source": "local", "path": teacher["prefix"].rstrip("/")}
+            if names is not None:
+                names.paths[teacher["path"]] = f"model {record.id}"
         elif teacher.get("source") == "local" and record.sha256:
             # a folder its owner may still change: the engine loads a copy verified against this digest
             teacher["sha256"] = record.sha256
     recipe["teacher"] = teacher
     data = body.data
     recipe["data"] = {
-        "train": _dataset_path(session, owner, data.train, "data.train") if data.train else None,
-        "eval": {name: _dataset_path(session, owner, ds, f"data.eval.{name}")
+        "train": _dataset_path(session, owner, data.train, "data.train", names) if data.train else None,
+        "eval": {name: _dataset_path(session, owner, ds, f"data.eval.{name}", names)
                  for name, ds in data.eval.items()},
     }
     recipe["tasks"] = {  # each task names its own datasets by id
         name: {**spec.model_dump(mode="json"),
-               "train": _dataset_path(session, owner, spec.train, f"tasks.{name}.train"),
-               "eval": _dataset_path(session, owner, spec.eval, f"tasks.{name}.eval")}
+               "train": _dataset_path(session, owner, spec.train, f"tasks.{name}.train", names),
+               "eval": _dataset_path(session, owner, spec.eval, f"tasks.{name}.eval", names)}
         for name, spec in body.tasks.items()}
     for index, stage in enumerate(body.stages):
         # A path in the body would reach files under the roots that belong to other owners.
@@ -214,16 +221,19 @@ def submit(session: Session, settings: Settings, owner: str, body: JobCreate,
     digest = request_hash(submitted)
     if idempotency_key is not None and (job := _replay(session, owner, idempotency_key, digest)) is not None:
         return job, False
-    try:
-        recipe = parse_recipe(build_recipe(session, settings, owner, body))
-    except EngineError as exc:
-        raise invalid(exc.field or "body", exc.message, exc.code) from None
+    names = InputNames(settings.data_dir)
+    with names.speaking():
+        try:
+            recipe = parse_recipe(build_recipe(session, settings, owner, body, names))
+        except EngineError as exc:
+            raise invalid(exc.field or "body", exc.message, exc.code) from None
     if recipe.device == "cuda" and not settings.gpu_workers:
         # `distillery serve` on a host without CUDA: the job would wait on a queue no worker takes
         raise invalid("device", "no GPU worker serves this instance (this host has no CUDA); use device cpu",
                       "no_gpu_worker")
     session.commit()  # end the read transaction: no pooled connection is held through the dry run's seconds
-    dry_run(settings, recipe)
+    with names.speaking():  # the dry run reads the inputs by the paths the ids stand for
+        dry_run(settings, recipe)
     queue = "gpu" if recipe.device == "cuda" else "cpu"
     try:
         job = repo.create_job(

@@ -102,7 +102,8 @@ def test_registration_refuses_links_hard_links_and_python_in_sub_folders(client,
 
 def test_a_path_the_os_cannot_take_is_a_422(client, settings):
     root = settings.model_roots[0]
-    for path, reason in ((f"{root}/a\u0000b", "contains a NUL byte"), (f"{root}/{'a' * 5000}", "cannot be read")):
+    for path, reason in ((f"{root}/a\u0000b", "contains a NUL byte"), (f"{root}/{'a' * 5000}", "at most 4096"),
+                         (f"{root}/{'a' * 300}", "longer than 255 bytes")):
         problem = assert_problem(client.post("/v1/models", json={"name": "x", "source": {"source": "local",
                                                                                          "path": path}}), 422)
         assert problem["errors"][0]["field"] == "source.path" and reason in problem["detail"], problem

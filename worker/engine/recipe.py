@@ -11,9 +11,22 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from .errors import RecipeError
+from .fields import (
+    MAX_EXAMPLES,
+    MAX_ITEMS,
+    MAX_LAYERS,
+    MAX_STEPS,
+    HubId,
+    LayerCount,
+    LayerIndex,
+    Revision,
+    Seed,
+    Strict,
+    UserPath,
+)
 from .quantization import get_method, method_names
 from .quantization.registry import MethodName
 from .recipe_multi import TASK_NAME, SearchConfig, Strategy, TaskSpec
@@ -22,16 +35,12 @@ from .stage_kinds import register_stage_config, stage_tags, stage_union, uses_st
 TaskName = Literal["feature-extraction", "sequence-classification", "causal-lm"]
 
 
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 # ---- model references -------------------------------------------------------------------------
 
 
 class LocalRef(Strict):
     source: Literal["local"]
-    path: str = Field(examples=["/models/minilm"])
+    path: UserPath = Field(examples=["/models/minilm"])
     # Set by the service for a registered folder: what loads is a copy whose files hash to this (safe_files.py).
     # exclude_if: a recipe without the digest dumps (and hashes) as it did before the field existed
     sha256: str | None = Field(None, pattern=r"^[0-9a-f]{64}$", exclude_if=lambda v: v is None,
@@ -40,14 +49,13 @@ class LocalRef(Strict):
 
 class HubRef(Strict):
     source: Literal["hf"]
-    id: str = Field(pattern=r"^[\w.-]+(/[\w.-]+)?$", examples=["sentence-transformers/all-MiniLM-L6-v2"])
-    # A pinned commit, so that a run is reproducible and a moved branch cannot change the teacher.
-    revision: str = Field(pattern=r"^[0-9a-f]{40}$", description="a full 40-character commit sha")
+    id: HubId
+    revision: Revision
 
 
 class ArchiveRef(Strict):
     source: Literal["archive"]
-    path: str = Field(description="a .tar, .tar.gz, .tgz or .zip holding a Hugging Face model directory")
+    path: UserPath = Field(description="a .tar, .tar.gz, .tgz or .zip holding a Hugging Face model directory")
 
 
 class BundledRef(Strict):
@@ -62,8 +70,9 @@ ModelRef = Annotated[LocalRef | HubRef | ArchiveRef | BundledRef, Field(discrimi
 
 
 class DataSpec(Strict):
-    train: str | None = Field(None, description="transfer/calibration data: a JSONL or CSV file")
-    eval: dict[str, str] = Field(default_factory=dict, description="eval task name -> JSONL or CSV file")
+    train: UserPath | None = Field(None, description="transfer/calibration data: a JSONL or CSV file")
+    eval: dict[str, UserPath] = Field(default_factory=dict, max_length=MAX_ITEMS,
+                                      description="eval task name -> JSONL or CSV file")
 
 
 class TaskGate(Strict):
@@ -78,7 +87,8 @@ class Gates(Strict):
     max_drop: float | None = Field(None, ge=0, description="teacher's value minus the candidate's (inverted when "
                                    "lower is better), in the metric's own points: 0.01 = one accuracy point")
     # a number is that task's min_retention (the older form)
-    per_task: dict[str, Annotated[float, Field(gt=0, le=2)] | TaskGate] = Field(default_factory=dict)
+    per_task: dict[str, Annotated[float, Field(gt=0, le=2)] | TaskGate] = Field(default_factory=dict,
+                                                                               max_length=MAX_ITEMS)
 
     def required(self, task: str) -> float | None:
         """The task's min_retention."""
@@ -103,7 +113,7 @@ class EvaluateConfig(Strict):
     warmup_runs: int = Field(3, ge=0, le=1000)
     throughput_batch: int = Field(32, ge=1, le=4096)
     batch_sizes: list[Annotated[int, Field(ge=1, le=4096)]] = Field(
-        default_factory=lambda: [1, 32], min_length=1,
+        default_factory=lambda: [1, 32], min_length=1, max_length=16,  # each is timed: a few, not thousands
         description="batch sizes latency is measured at (batch 1 and throughput_batch always are)")
     windows: int = Field(5, ge=1, le=100, description="latency: repeats of the interleaved teacher/candidate run")
     # One thread by default: the figure is comparable across machines with different core counts, a neighbour
@@ -111,15 +121,15 @@ class EvaluateConfig(Strict):
     threads: int | None = Field(1, ge=1, le=1024, description="torch threads while timing; null: leave as is")
     noise_threshold: float = Field(0.10, gt=0, le=10, description="latency: spread above this flags it noisy")
     batch_size: int = Field(32, ge=1, le=4096, description="batch size for quality metrics")
-    max_examples: int | None = Field(None, ge=1, description="cap on examples per eval task")
+    max_examples: int | None = Field(None, ge=1, le=MAX_EXAMPLES, description="cap on examples per eval task")
 
 
 # ---- stages -----------------------------------------------------------------------------------
 
 
 class StudentSpec(Strict):
-    layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
-    num_layers: int | None = Field(None, ge=1)
+    layers: list[LayerIndex] | None = Field(None, min_length=1, max_length=MAX_LAYERS)
+    num_layers: LayerCount | None = None
     model: ModelRef | None = None
 
     @model_validator(mode="after")
@@ -134,7 +144,7 @@ class StudentSpec(Strict):
 
 class HiddenStates(Strict):
     # student layer -> teacher layer (1-based hidden-state indices; 0 is the embeddings output)
-    layer_map: dict[int, int] | None = None
+    layer_map: dict[LayerIndex, LayerIndex] | None = Field(None, max_length=MAX_LAYERS)
     weight: float = Field(1.0, ge=0)
 
 
@@ -142,7 +152,7 @@ class DistillConfig(Strict):
     kind: Literal["distill"]
     student: StudentSpec = Field(default_factory=StudentSpec)
     epochs: int = Field(3, ge=1, le=1000)
-    max_steps: int | None = Field(None, ge=1)
+    max_steps: int | None = Field(None, ge=1, le=MAX_STEPS)
     time_budget_s: float | None = Field(None, gt=0, description="stop training after this many seconds")
     lr: float = Field(1e-4, gt=0, le=1)
     batch_size: int = Field(32, ge=1, le=4096)
@@ -150,7 +160,7 @@ class DistillConfig(Strict):
     weight_decay: float = Field(0.01, ge=0)
     max_grad_norm: float = Field(1.0, gt=0)
     temperature: float = Field(2.0, gt=0)
-    logit_top_k: int = Field(64, ge=1, description="causal-lm: teacher logits kept per token")
+    logit_top_k: int = Field(64, ge=1, le=1_000_000, description="causal-lm: teacher logits kept per token")
     embedding_loss: Literal["mse", "cosine"] = "cosine"
     embedding_weight: float = Field(1.0, ge=0)
     logit_weight: float = Field(1.0, ge=0)
@@ -168,8 +178,8 @@ class PruneMagnitudeConfig(Strict):
 class PruneNMConfig(Strict):
     kind: Literal["prune"]
     method: Literal["n:m"]
-    n: int = Field(2, ge=1)
-    m: int = Field(4, ge=2)
+    n: int = Field(2, ge=1, le=1024)  # groups wider than this are no pattern any kernel uses
+    m: int = Field(4, ge=2, le=1024)
 
     @model_validator(mode="after")
     def _n_below_m(self) -> PruneNMConfig:
@@ -225,14 +235,15 @@ class Recipe(Strict):
     teacher: ModelRef
     task: TaskName
     data: DataSpec = Field(default_factory=DataSpec)
-    stages: list[StageConfig] = Field(default_factory=list)
+    stages: list[StageConfig] = Field(default_factory=list, max_length=MAX_ITEMS)
     gates: Gates = Field(default_factory=Gates)
     evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
-    seed: int = 0
+    seed: Seed = 0
     max_length: int = Field(128, ge=8, le=8192, description="tokens per example")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     # Several tasks, each with its own data and gate (instead of data); see recipe_multi.py.
-    tasks: dict[Annotated[str, Field(pattern=TASK_NAME)], TaskSpec] = Field(default_factory=dict)
+    tasks: dict[Annotated[str, Field(pattern=TASK_NAME)], TaskSpec] = Field(default_factory=dict,
+                                                                           max_length=MAX_ITEMS)
     strategy: Strategy | None = Field(None, description="with tasks: per-task students, one shared student, or "
                                       "both (default per-task; shared with search)")
     search: SearchConfig | None = None

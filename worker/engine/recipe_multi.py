@@ -8,23 +8,21 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from .fields import MAX_ITEMS, LayerCount, Strict, UserPath
 from .quantization import NO_QUANTIZATION, get_method
 from .quantization.registry import SearchMethodName
 
 TASK_NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,23}$"  # also a directory name and part of event labels (64 chars)
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class TaskSpec(_Strict):
+class TaskSpec(Strict):
     """One task of a multi-task job: its own transfer data, eval data and gate."""
 
-    train: str = Field(description="transfer/training data for this task: a JSONL or CSV file (a dataset id in a job)")
-    eval: str = Field(description="eval data for this task (a dataset id in a job)")
+    train: UserPath = Field(description="transfer/training data for this task: a JSONL or CSV file (a dataset id "
+                                        "in a job)")
+    eval: UserPath = Field(description="eval data for this task (a dataset id in a job)")
     gate: float | None = Field(None, gt=0, le=2, description="min retention; default gates.per_task / min_retention")
     weight: float | None = Field(None, gt=0, description="shared student: this task's share of the loss; "
                                                          "default proportional to its training examples")
@@ -37,11 +35,13 @@ SearchQuant = SearchMethodName  # a registered quantization method, or "none"
 SearchPrune = Literal["neurons", "heads-and-neurons", "magnitude"]
 
 
-class SearchSpace(_Strict):
-    depth: list[Annotated[int, Field(ge=1)]] = Field(min_length=1, description="student layers to try")
+class SearchSpace(Strict):
+    # each axis is short: the grid is their product
+    depth: list[LayerCount] = Field(min_length=1, max_length=MAX_ITEMS, description="student layers to try")
     sparsity: list[Annotated[float, Field(ge=0, lt=1)]] = Field(
-        default_factory=lambda: [0.0], min_length=1, description="fractions to prune; 0 = not pruned")
-    quantization: list[SearchQuant] = Field(default_factory=lambda: ["none"], min_length=1)
+        default_factory=lambda: [0.0], min_length=1, max_length=MAX_ITEMS,
+        description="fractions to prune; 0 = not pruned")
+    quantization: list[SearchQuant] = Field(default_factory=lambda: ["none"], min_length=1, max_length=MAX_ITEMS)
     embeddings: list[Literal["keep", "int8"]] = Field(
         default_factory=lambda: ["keep"], min_length=1, description="int8 embeddings (with int8-dynamic only)")
 
@@ -58,7 +58,7 @@ class SearchSpace(_Strict):
         return self
 
 
-class Objective(_Strict):
+class Objective(Strict):
     """What "best" means among the candidates that pass every gate."""
 
     minimize: Literal["size", "latency", "mix"] = "size"
@@ -69,11 +69,11 @@ class Objective(_Strict):
                                      "within this fraction of the best are still tried")
 
 
-class SearchConfig(_Strict):
+class SearchConfig(Strict):
     space: SearchSpace
     objective: Objective = Field(default_factory=Objective)
     prune: SearchPrune = Field("neurons", description="what sparsity removes: feed-forward neurons (structured, "
                                "smaller and faster), heads and neurons, or magnitude zeros (no smaller on disk)")
-    max_trials: int | None = Field(None, ge=1, description="stop after this many trials")
+    max_trials: int | None = Field(None, ge=1, le=100_000, description="stop after this many trials")
     time_budget_s: float | None = Field(None, gt=0, description="stop starting trials after this many seconds")
     exhaustive: bool = Field(False, description="evaluate every point of the grid (for comparison)")
