@@ -77,6 +77,10 @@ def print_search(report: dict) -> None:
             _short(t["gate"]["shortfalls"])] for t in search["trials"]],
           ["#", "trial", "depth", "sparsity", "quantization", "embeddings", "size MB", "p50 ms", "worst", *tasks,
            "status", "chosen", "short"])
+    noisy = [t["id"] for t in search["trials"] if (t["evaluation"].get("latency") or {}).get("noisy")]
+    if noisy:  # its own line, so the table's cells stay numbers
+        print(f"noisy latency (a busy machine: speed-ups, timed against the teacher in the same window, hold "
+              f"better than ms): {', '.join(noisy)}")
     if best:
         print(f"\nbest: {best['id']} ({_mb(best['size_bytes'])} MB, p50 {_num(best['latency_ms'], 2)} ms, "
               f"worst retention {_num(best['worst_retention'])})")

@@ -35,6 +35,12 @@ def latency_cells(lat: dict) -> tuple[str, str]:
     return f"{lat['batch1_p50_ms']:.2f}{mark}", speed
 
 
+def why(lat: dict) -> str:
+    """The first two reasons a latency figure is noisy (the report lists them all)."""
+    reasons = lat.get("noisy_reasons") or []
+    return "; ".join(reasons[:2]) + (f" (+{len(reasons) - 2} more in report.json)" if len(reasons) > 2 else "")
+
+
 def _summary(report: dict) -> str:
     rows = [("teacher", "-", report.get("teacher"))] + [
         (f"{s['index']}:{s['kind']}", s["status"], s["evaluation"]) for s in report["stages"]
@@ -52,14 +58,14 @@ def _summary(report: dict) -> str:
         kept = ", ".join(_task_cell(t, r) for t, r in ev["tasks"].items())
         p50, speed = latency_cells(ev["latency"])
         if ev["latency"].get("noisy"):
-            noisy.append(f"{name}: {'; '.join(ev['latency'].get('noisy_reasons') or [])}")
+            noisy.append(f"{name}: {why(ev['latency'])}")
         lines.append(f"{name:<16}{status:<13}{size:>9}{ev['parameters']:>12,}{p50:>9}{speed:>10}  {kept}")
     final_lat = (report.get("final") or {}).get("latency")
     if final_lat:  # the artifact reloaded from disk at the end, timed against the teacher again
         p50, speed = latency_cells(final_lat)
         lines.append(f"{'artifact':<16}{'reloaded':<13}{'':>9}{'':>12}{p50:>9}{speed:>10}")
         if final_lat.get("noisy"):
-            noisy.append(f"artifact: {'; '.join(final_lat.get('noisy_reasons') or [])}")
+            noisy.append(f"artifact: {why(final_lat)}")
     if noisy:
         lines.append("~ noisy latency (a busy machine: trust the speed-up, measured in the same window, over ms):")
         lines += [f"  {n}" for n in noisy]

@@ -9,6 +9,7 @@ import json
 import pytest
 
 from app.cli import main
+from app.cli_report import print_search
 from app.compress_cmd import latency_cells
 from worker.engine import RunContext, parse_recipe, run
 from worker.engine.hardware import describe
@@ -65,7 +66,7 @@ def test_relative_time_is_the_same_window_ratio():
         relative_time(lat, 3)
 
 
-def test_the_searchs_latency_objective_is_the_ratio_to_the_teacher(tiny_bert_cls, two_tasks, tmp_path):
+def test_the_searchs_latency_objective_is_the_ratio_to_the_teacher(tiny_bert_cls, two_tasks, tmp_path, capsys):
     recipe = {
         "teacher": {"source": "local", "path": str(tiny_bert_cls)}, "task": "sequence-classification",
         "tasks": {"robust": {"train": str(two_tasks["robust_train"]), "eval": str(two_tasks["robust_eval"]),
@@ -87,3 +88,8 @@ def test_the_searchs_latency_objective_is_the_ratio_to_the_teacher(tiny_bert_cls
     assert all(p["latency"]["reference"] == "teacher" for p in probes["probes"].values())
     if result.artifact is not None:
         assert result.report["final"]["latency"]["reference"] == "teacher"
+    capsys.readouterr()
+    print_search(result.report)  # `distillery jobs show`: noisy trials named on their own line
+    noisy = [t["id"] for t in search["trials"] if t["evaluation"]["latency"]["noisy"]]
+    printed = capsys.readouterr().out
+    assert ("noisy latency" in printed) == bool(noisy) and all(t in printed for t in noisy)
