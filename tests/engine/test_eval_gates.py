@@ -116,3 +116,17 @@ def test_max_drop_in_a_recipe_is_checked_and_named():
         parse_recipe({**base, "gates": {"max_drop": -0.1}})
     with pytest.raises(RecipeError, match="per_task"):
         parse_recipe({**base, "gates": {"per_task": {"topics": {"max_dorp": 0.02}}}})
+
+
+def test_the_v_measure_interval_is_centred_on_its_estimate():
+    # resampling duplicates examples, which adds mutual information: V-measure's resamples sit above it
+    rng = np.random.default_rng(4)
+    labels = rng.integers(0, 15, 600)
+    clusters = np.where(rng.random(600) < 0.5, labels, rng.integers(0, 15, 600))
+    estimate = v_measure_score(labels, clusters)
+    reps = replicates(v_measure_of(labels, clusters), indices(600, seed=0))
+    plain, corrected = interval(reps), interval(reps, estimate)
+    assert np.median(reps) > estimate
+    assert plain[0] > estimate  # the plain percentile interval misses the figure altogether
+    assert corrected[0] <= estimate <= corrected[1]
+    assert corrected[1] - corrected[0] == pytest.approx(plain[1] - plain[0])  # the same spread, moved

@@ -68,13 +68,15 @@ class TaskFigures:
             "retention": retention_of(value, teacher, higher), "metrics": score.metrics,
             "examples": self.examples, "kind": self.kind, "drop": drop_of(value, teacher, higher),
         }
-        intervals = {name: bounds for name, r in reps.items() if (bounds := interval(r)) is not None}
+        intervals = {name: bounds for name, r in reps.items()
+                     if (bounds := interval(r, score.metrics[name])) is not None}
         if metric not in reps:
             return row
         mine, theirs = reps[metric], self.teacher_replicates(metric)
         row.update(interval=intervals.get(metric), intervals=intervals, resamples=self.resamples)
         if theirs is not None and len(theirs) == len(mine):
-            row["teacher_interval"] = interval(theirs)
-            row["drop_interval"] = interval(theirs - mine if higher else mine - theirs)
-            row["retention_interval"] = interval(_ratio(mine, theirs) if higher else _ratio(theirs, mine))
+            row["teacher_interval"] = interval(theirs, teacher)
+            row["drop_interval"] = interval(theirs - mine if higher else mine - theirs, row["drop"])
+            row["retention_interval"] = interval(_ratio(mine, theirs) if higher else _ratio(theirs, mine),
+                                                 row["retention"])
         return row
