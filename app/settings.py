@@ -9,7 +9,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Annotated
 
-from pydantic import AliasChoices, Field, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     max_dataset_row_bytes: int = Field(1024**2, ge=1, description="cap on one dataset row (a JSONL line or a CSV "
                                        "record), read with a bounded readline (422 past it)")
     cors_origins: list[str] = Field(default_factory=list, description="origins allowed to call the API")
+    metrics_token: SecretStr | None = Field(None, description="bearer token a scraper must send to /metrics "
+                                            "(401 without it); unset: /metrics answers clients on this host only "
+                                            "(403 to others)")
     lease_seconds: int = Field(60, ge=5, description="a worker's claim on a job lapses this long after its "
                                                      "last heartbeat")
     max_attempts: int = Field(3, ge=1, description="deliveries of one job before it is failed")

@@ -41,6 +41,9 @@ _ANSWERS: dict[int, tuple[str, str, str, str]] = {
           "the 'after' cursor is not one this API issued"),
     401: ("missing or invalid API key", "unauthorized", "Missing or invalid API key",
           "send the API key as 'Authorization: Bearer dk_...'"),
+    403: ("refused to this client: /metrics without DISTILLERY_METRICS_TOKEN answers only its own host",
+          "forbidden", "Forbidden", "/metrics is served to clients on this host only; set DISTILLERY_METRICS_TOKEN "
+          "to scrape it from elsewhere with that bearer token"),
     404: ("no such object for this API key's owner", "not_found", "Not found", f"no job {JOB_ID}"),
     409: ("conflict with the job's state", "job_finished", "Conflict",
           f"job {JOB_ID} has already finished (succeeded); only queued or running jobs can be cancelled"),

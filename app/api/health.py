@@ -21,7 +21,7 @@ from sqlalchemy import text
 from .. import errors
 from ..db.base import get_engine
 from .docs import Problem, problem_example, problems
-from .metrics import REGISTRY, StateCollector
+from .metrics import REGISTRY, StateCollector, authorize_scrape
 from .routing import api_router
 from .schemas_assets import inline_schema
 
@@ -112,9 +112,16 @@ async def readyz(request: Request) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=PlainTextResponse,
             description="Jobs by state, stage durations (a histogram per stage kind), queue depth and request "
-                        "latency by route template, in the Prometheus text format.",
+                        "latency by route template, in the Prometheus text format. Every tenant's jobs are "
+                        "counted, so no API key opens it: with DISTILLERY_METRICS_TOKEN set, send that token "
+                        "as `Authorization: Bearer ...` (401 otherwise); unset, only clients on the server's "
+                        "own host are answered (403 otherwise, and to any request a proxy forwarded).",
             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}, "example": METRICS_EXAMPLE}}},
-                       **problems()})
+                       **problems(401, 403, examples={401: problem_example(
+                           401, instance="/metrics", detail="send the metrics token as 'Authorization: Bearer "
+                           "<DISTILLERY_METRICS_TOKEN>'")})})
 def metrics(request: Request) -> Response:
-    _state.settings = request.app.state.settings  # read at scrape time, from this app's database
+    settings = request.app.state.settings
+    authorize_scrape(request, settings.metrics_token.get_secret_value() if settings.metrics_token else None)
+    _state.settings = settings  # read at scrape time, from this app's database
     return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)

@@ -4,6 +4,10 @@ the same truth whichever process did the work."""
 
 from __future__ import annotations
 
+import hmac
+import ipaddress
+
+from fastapi import Request
 from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from sqlalchemy import case, func, select
@@ -11,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from ..db.base import session_scope
 from ..db.models import Job, StageRun
+from ..errors import AppError, Unauthorized
 from ..settings import Settings
 
 REGISTRY = CollectorRegistry()
@@ -21,6 +26,36 @@ REQUEST_LATENCY = Histogram(
 JOB_STATES = ("queued", "running", "cancelling", "succeeded", "failed", "cancelled")
 # Stages run from seconds (quantize a small model) to hours (distil a large one).
 STAGE_BUCKETS = (1, 5, 15, 60, 300, 900, 1800, 3600, 7200, 14400, 21600)
+
+
+class Forbidden(AppError):
+    status, code, title = 403, "forbidden", "Forbidden"
+
+
+def _loopback(request: Request) -> bool:
+    """A client on this host, not relayed: a request a proxy forwarded (Forwarded, X-Forwarded-For) is not, even
+    when the proxy itself connects from loopback."""
+    if request.client is None or "forwarded" in request.headers or "x-forwarded-for" in request.headers:
+        return False
+    try:
+        address = ipaddress.ip_address(request.client.host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)  # ::ffff:127.0.0.1
+    return (mapped or address).is_loopback
+
+
+def authorize_scrape(request: Request, token: str | None) -> None:
+    """/metrics counts every tenant's jobs. With DISTILLERY_METRICS_TOKEN set, the scraper sends it as a bearer
+    token (Prometheus' `authorization` option); unset, only a client on this host may scrape."""
+    if token:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+            raise Unauthorized("send the metrics token as 'Authorization: Bearer <DISTILLERY_METRICS_TOKEN>'",
+                               headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+    elif not _loopback(request):
+        raise Forbidden("/metrics is served to clients on this host only; set DISTILLERY_METRICS_TOKEN to scrape it "
+                        "from elsewhere with that bearer token")
 
 
 def stage_durations(session: Session) -> list[tuple[str, int, float, list[int]]]:
