@@ -40,7 +40,7 @@ def test_compress_times_candidates_against_the_teacher_at_every_batch_size(tiny_
         assert lat["threads"] == 1 and lat["windows"] == 2
         assert lat["hardware"] == describe(__import__("torch").device("cpu"))
         assert lat["batch1_p50_ms"] == lat["batches"][0]["p50_ms"] and lat["throughput_batch"] == 4
-        assert all(r["calls"] == 2 * (3 if r["batch"] == 1 else 4) for r in lat["batches"])
+        assert all(r["calls"] == 2 * 3 for r in lat["batches"])  # 2 windows x 3 runs (larger batches: at least 3)
         assert lat["noisy"] == any(r["noisy"] for r in lat["batches"])
     for lat in (stage, final):  # the candidate and the reloaded artifact, each interleaved with the teacher
         assert lat["reference"] == "teacher"

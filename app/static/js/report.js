@@ -64,7 +64,10 @@ function retentionTable(report, request) {
       h('th', { scope: 'row' }, c.label), h('td', {}, gate), ...cells,
       h('td', { class: 'num', dataset: { size: ev.size_bytes ?? '' } }, fmtMB(ev.size_bytes)),
       h('td', { class: 'num' }, ev.parameters?.toLocaleString() ?? '—'),
-      h('td', { class: 'num', dataset: { p50: ev.latency?.batch1_p50_ms ?? '' } }, fmtNum(ev.latency?.batch1_p50_ms, 2)),
+      // a noisy figure (a busy machine) is marked by CSS (td[data-noisy=true]::after), its reasons in the title
+      h('td', { class: 'num', title: ev.latency?.noisy ? `noisy: ${(ev.latency.noisy_reasons || []).join('; ')}` : '',
+        dataset: { p50: ev.latency?.batch1_p50_ms ?? '', noisy: String(!!ev.latency?.noisy) } },
+      fmtNum(ev.latency?.batch1_p50_ms, 2)),
       h('td', { class: 'num' }, fmtNum(ev.latency?.throughput_per_s, 1)),
       h('td', { class: 'num' }, c.stage ? fmtDuration(c.stage.duration_s) : '—'));
   });
