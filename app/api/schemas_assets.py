@@ -81,7 +81,7 @@ class DatasetOut(BaseModel):
         "rows": 480, "columns": ["text", "label"], "size_bytes": 41_213, "sha256": SHA, "created_at": WHEN}]})
     id: str
     name: str
-    kind: Literal["text", "classification", "similarity"]
+    kind: Literal["text", "classification", "similarity", "retrieval", "multiple-choice"]  # data.py's DatasetKind
     rows: int
     columns: list[str]
     size_bytes: int

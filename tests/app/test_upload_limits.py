@@ -12,6 +12,7 @@ import shutil
 import tarfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import get_args
 
 import httpx
 
@@ -164,3 +165,15 @@ def test_multipart_boundaries_and_part_headers_are_bounded(client):
     body, headers = multipart("ok", headers="X-Padding: " + "p" * 20_000 + "\r\n")
     problem = assert_problem(client.post("/v1/datasets", content=body, headers=headers), 400)
     assert "header size" in problem["detail"], problem  # python-multipart's own bound on part headers
+
+
+def test_every_dataset_kind_the_engine_reads_uploads(client):
+    """Retrieval and multiple-choice sets were stored, then answered with a 500 (the response's kind was short)."""
+    from app.api.schemas_assets import DatasetOut
+    from worker.engine.data import DatasetKind
+
+    assert set(get_args(DatasetOut.model_fields["kind"].annotation)) == set(get_args(DatasetKind))
+    for name, blob, kind in [("r.jsonl", b'{"query": "q", "positive": "p"}\n', "retrieval"),
+                             ("mc.jsonl", b'{"context": "c", "choices": ["a", "b"], "label": 1}\n', "multiple-choice")]:
+        r = post_dataset(client, name, blob)
+        assert r.status_code == 201 and r.json()["kind"] == kind, r.text

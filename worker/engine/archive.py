@@ -240,7 +240,7 @@ def _unpack_zip(archive: Path, target: Path, budget: _Budget) -> None:
             budget.entry()
             if stat.S_ISLNK(info.external_attr >> 16):
                 raise UnsafeInputError(f"{archive.name}: entry {shown(info.filename)} is a link; links are refused")
-            _write_entry(budget, target, info.filename, info.is_dir(),
+            _write_entry(budget, target, info.filename, info.filename.endswith("/"),  # is_dir() fails on ""
                          lambda info=info: zf.open(info))
 
 
@@ -268,15 +268,15 @@ def unpack_archive(archive: Path, target: Path, limits: ArchiveLimits | None = N
             raise UnsafeInputError(f"{archive.name}: not a readable archive ({reason(exc)})") from None
         except _READ_ERRORS as exc:
             raise UnsafeInputError(f"{archive.name}: not a readable archive ({reason(exc)})") from None
+        if (target / "config.json").is_file():
+            return target
+        children = [p for p in target.iterdir() if p.is_dir()]
+        if len(children) == 1 and (children[0] / "config.json").is_file():
+            return children[0]
+        raise UnsafeInputError(f"{archive.name}: no config.json at the top of the archive or in its one folder")
     except BaseException:
-        shutil.rmtree(target, ignore_errors=True)  # never leave a half-unpacked model behind
+        shutil.rmtree(target, ignore_errors=True)  # never leave a half-unpacked or refused model behind
         raise
-    if (target / "config.json").is_file():
-        return target
-    children = [p for p in target.iterdir() if p.is_dir()]
-    if len(children) == 1 and (children[0] / "config.json").is_file():
-        return children[0]
-    raise UnsafeInputError(f"{archive.name}: no config.json at the top of the archive or in its one folder")
 
 
 def reason(exc: BaseException) -> str:
