@@ -79,10 +79,12 @@ def unregister_method(name: str) -> None:
 
 
 def method_names() -> list[str]:
-    return list(_METHODS)
+    return _loaded_names(include_none=False)
 
 
 def get_method(name: str) -> QuantMethod:
+    if name not in _METHODS:  # the built-ins register on first use (they import torch)
+        _loaded_names(include_none=False)
     try:
         return _METHODS[name]
     except KeyError:
