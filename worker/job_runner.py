@@ -184,7 +184,7 @@ def _execute(settings: Settings, job: Job, out_dir: Path, progress: JobProgress,
     if result is not None and result.status == "succeeded":
         return Outcome("succeeded", result=result)
     if result is not None and result.status == "failed-gate":
-        return Outcome("failed", "gate_failed", _gate_message(result.report), result)
+        return Outcome("failed", "gate_failed", gate_message(result.report), result)
     # cancelled: say why the engine was stopped
     if lease.timed_out.is_set():
         return Outcome("failed", "timeout", _timeout_message(settings), result)
@@ -210,13 +210,16 @@ def _timeout_message(settings: Settings) -> str:
 
 
 def _shortfall_text(s: Shortfall) -> str:
-    kept = "n/a" if s.retention is None else f"{s.retention:.4f}"
-    short = f" (short by {s.short_by:.4f})" if s.short_by else ""
     who = f"student {s.student}: " if s.student else ""
+    short = f" (short by {s.short_by:.4f})" if s.short_by else ""
+    if s.rule == "max_drop":  # in the metric's own points
+        drop = "n/a" if s.drop is None else f"{s.drop:.4f}"
+        return f"{who}task {s.task} lost {drop} of {s.metric}, allowed at most {s.required}{short}"
+    kept = "n/a" if s.retention is None else f"{s.retention:.4f}"
     return f"{who}task {s.task} kept {kept} of the teacher's {s.metric}, needs {s.required}{short}"
 
 
-def _gate_message(data: dict) -> str:
+def gate_message(data: dict) -> str:
     report = load_report(data)
     parts = [_shortfall_text(s) for s in report.shortfalls]
     if report.search is not None:

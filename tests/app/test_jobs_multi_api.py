@@ -57,7 +57,7 @@ def test_tasks_and_search_are_accepted_with_their_datasets_resolved(client, sett
 @pytest.mark.parametrize("change, field", [
     (lambda b, ids: b["tasks"]["topics"].update(train="ds_unknown"), "tasks.topics.train"),
     (lambda b, ids: b.update(data={"train": ids["train"]}), "data"),
-    (lambda b, ids: b["tasks"]["pairs"].update(eval=ids["eval_cls"]), "tasks.pairs.eval"),
+    (lambda b, ids: b["tasks"]["pairs"].update(eval="ds_unknown"), "tasks.pairs.eval"),
     (lambda b, ids: b.update(search={"space": {"depth": [2, 9]}}), "search.space.depth"),
     (lambda b, ids: b.update(search={"space": {"depth": [1], "sparsity": [1.5]}}), "search.space.sparsity.0"),
     (lambda b, ids: b.update(search=SEARCH, strategy="per-task"), "strategy"),

@@ -80,3 +80,16 @@ def test_a_gpu_job_handed_back_again_and_again_says_so_once(settings, monkeypatc
     assert [e.message for e in job_events(settings, job_id)] == [routing.refusal()]
     job = get_job(settings, job_id)
     assert (job.status, job.attempts, job.lease_owner) == ("queued", 0, None)
+
+
+def test_the_failure_message_words_each_gate_rule_in_its_own_terms():
+    from tests.app.assets_helpers import MINIMAL_REPORT
+    from worker.job_runner import gate_message
+
+    report = {**MINIMAL_REPORT, "status": "failed-gate", "shortfalls": [
+        {"task": "topics", "metric": "accuracy", "retention": 0.9, "required": 0.95, "short_by": 0.05},
+        {"task": "docs", "metric": "accuracy", "retention": 0.97, "required": 0.01, "short_by": 0.02,
+         "rule": "max_drop", "drop": 0.03}]}
+    message = gate_message(report)
+    assert "task topics kept 0.9000 of the teacher's accuracy, needs 0.95 (short by 0.0500)" in message
+    assert "task docs lost 0.0300 of accuracy, allowed at most 0.01 (short by 0.0200)" in message

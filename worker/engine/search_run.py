@@ -18,6 +18,7 @@ from .artifacts import save_candidate, verify_reload
 from .context import RunContext
 from .errors import Cancelled
 from .evaluate import Evaluator, check_gates
+from .gates import gates_for
 from .layout import ARTIFACT, PROBE_MARKER, TRIAL_MARKER, RunLayout
 from .manifest import build_manifest, library_versions, recipe_hash
 from .multi_plan import Point, grid
@@ -66,7 +67,8 @@ def objective(recipe: Recipe, evaluation: dict, teacher: dict) -> float:
 
 
 def gates_of(recipe: Recipe, tasks: list[str]) -> Gates:
-    return Gates(per_task={t: g for t in tasks if (g := recipe.gate_for(t)) is not None})
+    """Each task's gate, min_retention and max_drop alike (gates.py), as a student's run has them."""
+    return gates_for(recipe, tasks)
 
 
 def _row(point: Point, evaluation: dict, gate: dict, value: float, reused: list[str], seconds: float) -> dict:
