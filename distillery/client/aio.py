@@ -31,7 +31,7 @@ from .download import ProgressCallback, Target
 from .errors import ConnectionFailed, RangeNotSatisfiable, RateLimited, ServiceUnavailable
 from .jobs_async import AsyncJobs
 from .resources import DEFAULT_PAGE, archive_name, model_body, pack_model_dir
-from .sync import _resolve
+from .sync import resolve_connection
 from .transport import AsyncTransport, RetryPolicy
 from .types import Artifact, Dataset, Job, Model
 
@@ -52,7 +52,7 @@ class AsyncClient:
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float | httpx.Timeout = 30.0,
                  retries: int = 3, backoff: float = 0.5, event_hooks: Mapping[str, list] | None = None) -> None:
-        url, api_key = _resolve(url, api_key)
+        url, api_key = resolve_connection(url, api_key)
         self.url = url
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
         self.transport = AsyncTransport(url, api_key, timeout=timeout, policy=self.policy, event_hooks=event_hooks)

@@ -36,7 +36,7 @@ T = TypeVar("T")
 RETRYABLE = (ConnectionFailed, ServiceUnavailable, RateLimited)
 
 
-def _resolve(url: str | None, api_key: str | None) -> tuple[str, str | None]:
+def resolve_connection(url: str | None, api_key: str | None) -> tuple[str, str | None]:
     url = url or os.environ.get("DISTILLERY_URL")
     if not url:
         raise ValueError("no service URL: pass url= or set DISTILLERY_URL")
@@ -56,7 +56,7 @@ class Client:
 
     def __init__(self, url: str | None = None, api_key: str | None = None, *, timeout: float | httpx.Timeout = 30.0,
                  retries: int = 3, backoff: float = 0.5, event_hooks: Mapping[str, list] | None = None) -> None:
-        url, api_key = _resolve(url, api_key)
+        url, api_key = resolve_connection(url, api_key)
         self.url = url
         self.policy = RetryPolicy(retries=retries, backoff=backoff)
         self.transport = SyncTransport(url, api_key, timeout=timeout, policy=self.policy, event_hooks=event_hooks)
