@@ -70,6 +70,9 @@ def check_report(page, stack: Stack, job_id: str, required: float) -> dict:
         retention = ev["tasks"]["text"]["retention"]
         assert cell.inner_text().strip().startswith(f"{retention:.3f}")
         assert float(cell.get_attribute("data-retention")) == retention
+        interval = ev["tasks"]["text"].get("retention_interval")
+        if label != "teacher" and interval:  # the bootstrap interval beside the retention (issue 13)
+            assert cell.get_attribute("data-interval") == f"[{interval[0]:.3f}, {interval[1]:.3f}]"
         if label != "teacher":
             passed = retention >= required
             assert cell.get_attribute("class").split()[-1] == ("pass" if passed else "fail")

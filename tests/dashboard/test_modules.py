@@ -85,3 +85,30 @@ def test_the_report_view_shows_unknown_sections_and_failed_gates(page, stack):
     assert out["sections"] == [["students", report["students"]], ["search", report["search"]]]
     assert out["gate"] == "gate 0.90" and out["failed"] == ["1:quantize"]
     assert "0:distill" in out["final"]
+
+
+def test_the_report_view_shows_intervals_and_words_each_gate_rule(page, stack):
+    """Issue 13: a task's bootstrap interval beside its retention, and a max_drop shortfall in points lost."""
+    sign_in(page, stack)
+    page.wait_for_selector("#jobs-table")
+    task = {"metric": "accuracy", "value": 0.66, "teacher_value": 0.69, "retention": 0.9565,
+            "interval": [0.61, 0.71], "retention_interval": [0.91, 0.99]}
+    evaluation = {"tasks": {"topics": task}, "size_bytes": 1000, "parameters": 10,
+                  "latency": {"batch1_p50_ms": 1.0, "throughput_per_s": 10}}
+    report = {"report_version": 1, "task": "feature-extraction", "status": "failed-gate", "device": "cpu",
+              "teacher": {**evaluation, "tasks": {"topics": {**task, "value": 0.69, "retention": 1.0}}},
+              "stages": [{"index": 0, "kind": "quantize", "status": "failed-gate", "duration_s": 1.0,
+                          "evaluation": evaluation, "gate": {"passed": False}}],
+              "final": {"stage_index": None}, "duration_s": 2.0,
+              "shortfalls": [{"task": "topics", "metric": "accuracy", "retention": 0.9565, "required": 0.01,
+                              "short_by": 0.02, "rule": "max_drop", "drop": 0.03, "within_noise": True}]}
+    out = page.evaluate("""async (report) => {
+        const { renderReport } = await import('/ui/js/report.js');
+        const el = renderReport(report, {});
+        document.querySelector('#view').replaceChildren(el);
+        const cell = el.querySelector('#retention tr[data-candidate="0:quantize"] td[data-task]');
+        return { interval: cell.dataset.interval, title: cell.title, text: el.textContent };
+    }""", report)
+    assert out["interval"] == "[0.910, 0.990]"
+    assert out["title"] == "accuracy 0.6600 [0.610, 0.710] (teacher 0.6900)"
+    assert "topics lost 0.030 of accuracy, allowed at most 0.010 (within the noise of its interval)" in out["text"]

@@ -53,9 +53,14 @@ function retentionTable(report, request) {
       const req = gateOf(request, t);
       const ret = task?.retention;
       const pass = c.teacher || req === null || ret === null || ret === undefined ? null : ret >= req;
-      const title = task ? `${task.metric} ${fmtNum(task.value, 4)} (teacher ${fmtNum(task.teacher_value, 4)})` : '';
+      // the bootstrap 95% interval (issue 13): of the retention in the cell (CSS shows it after the number), of
+      // the metric itself in the title; a decision within the noise is marked too
+      const band = (iv) => (iv ? ` [${fmtNum(iv[0])}, ${fmtNum(iv[1])}]` : '');
+      const title = task ? `${task.metric} ${fmtNum(task.value, 4)}${band(task.interval)} `
+        + `(teacher ${fmtNum(task.teacher_value, 4)})` : '';
       return h('td', { class: `num ${pass === true ? 'pass' : pass === false ? 'fail' : ''}`, title,
-        dataset: { task: t, retention: ret ?? '', pass: pass === null ? '' : String(pass) } },
+        dataset: { task: t, retention: ret ?? '', pass: pass === null ? '' : String(pass),
+          interval: c.teacher ? '' : band(task?.retention_interval).trim() } },
       ret === null || ret === undefined ? '—' : fmtNum(ret), pass === false ? h('span', { class: 'sr-only' }, ' (below the gate)') : null);
     });
     const gate = c.teacher ? h('span', { class: 'muted' }, 'reference')
@@ -107,8 +112,12 @@ function finalCandidate(report, multi, search) {
 }
 
 function shortfallText(sf) {
-  return `${sf.student ? `student ${sf.student}: ` : ''}${sf.task} kept ${fmtNum(sf.retention)} of ${sf.metric}, `
-    + `needs ${fmtNum(sf.required)}`;
+  const who = sf.student ? `student ${sf.student}: ` : '';
+  const noise = sf.within_noise ? ' (within the noise of its interval)' : '';
+  if (sf.rule === 'max_drop') {
+    return `${who}${sf.task} lost ${fmtNum(sf.drop)} of ${sf.metric}, allowed at most ${fmtNum(sf.required)}${noise}`;
+  }
+  return `${who}${sf.task} kept ${fmtNum(sf.retention)} of ${sf.metric}, needs ${fmtNum(sf.required)}${noise}`;
 }
 
 export function renderReport(report, job) {
