@@ -198,7 +198,8 @@ def test_show_prints_the_students_of_a_multi_task_job_and_the_trials_of_a_search
         else:
             effort = search["best_effort"]
             assert rows[effort["id"]][12:14] == ["best", "effort"]
-            short = "; ".join(f"{s['task']} {s['retention']:.3f} < {s['required']:.3f}" for s in effort["shortfalls"])
+            short = "; ".join(f"{s['task']} {s['retention']:.3f} < {s['required']:.3f}"
+                              + (" (within noise)" if s.get("within_noise") else "") for s in effort["shortfalls"])
             assert f"no trial passed; best effort: {effort['id']} FAILS the gate: {short}\n" in out
 
     raw = cli(stack, "jobs", "show", ids["search"], "--json")  # --json: the job as the API returns it

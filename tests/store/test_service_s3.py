@@ -263,7 +263,7 @@ def test_registering_a_path_with_the_s3_store_keeps_the_local_checks(api_with_ro
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "source.path", r.text
     assert "outside the allowed roots" in r.json()["detail"]
     (roots / "tiny" / "extra.bin").unlink()
-    small = settings.model_copy(update={"max_upload_bytes": 1000})  # copies are capped like unpacked uploads
+    small = settings.model_copy(update={"max_unpacked_bytes": 1000})  # copies are capped like unpacked uploads
     with Server(create_app(small)) as srv, httpx.Client(base_url=srv.url, headers=client.headers) as c:
         r = c.post("/v1/models", json={"name": "x", "source": {"source": "local", "path": str(roots / "tiny")}})
     assert r.status_code == 422 and r.json()["errors"][0]["code"] == "too_large", r.text
