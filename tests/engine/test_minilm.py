@@ -30,7 +30,7 @@ def minilm_run(tmp_path_factory):
             {"kind": "prune", "method": "structured", "neurons": 0.25},
             {"kind": "quantize", "method": "int8-dynamic", "embeddings": "int8"},
         ],
-        "evaluate": {"latency_runs": 10, "throughput_batch": 8},
+        "evaluate": {"latency_runs": 10, "throughput_batch": 8, "batch_sizes": [1], "windows": 2},  # CI time
         "max_length": 48,
         "gates": {"min_retention": 0.5},
     })
