@@ -40,6 +40,17 @@ def settings(database_url, tmp_path) -> Settings:
     return s
 
 
+def worker_settings(database_url: str, tmp_path: Path, redis_url: str) -> Settings:
+    """Settings for a test that runs a real worker on its own Redis database (flushed here): a short lease and a
+    model root under tmp_path, the database migrated."""
+    redis.Redis.from_url(redis_url).flushdb()
+    s = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=redis_url,
+                 model_roots=[tmp_path / "models"], lease_seconds=5)
+    (tmp_path / "models").mkdir()
+    upgrade(s.sqlalchemy_url)
+    return s
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -10,11 +10,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-import redis
 from prometheus_client.parser import text_string_to_metric_families
 
-from app.db.migrate import upgrade
 from app.settings import Settings
+from tests.app.conftest import worker_settings
 from tests.worker.conftest import DISTILL, FAST_EVAL, QUANTIZE, WorkerProc
 
 from .test_jobs_api import body, reg  # noqa: F401  (reg: the fixture with team-a's datasets and tiny BERT)
@@ -24,12 +23,7 @@ REDIS_URL = "redis://127.0.0.1:6379/15"  # its own: a worker consumes here, and 
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    s = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=REDIS_URL,
-                 model_roots=[tmp_path / "models"], lease_seconds=5)
-    (tmp_path / "models").mkdir()
-    upgrade(s.sqlalchemy_url)
-    return s
+    return worker_settings(database_url, tmp_path, REDIS_URL)
 
 
 @pytest.fixture

@@ -18,10 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-import redis
 
-from app.db.migrate import upgrade
 from app.settings import Settings
+from tests.app.conftest import worker_settings
 from tests.worker.conftest import FAST_EVAL, QUANTIZE, WorkerProc
 from worker.engine.references import SNAPSHOTS
 
@@ -35,12 +34,7 @@ CHANGED = "model files changed since registration"
 
 @pytest.fixture
 def settings(database_url, tmp_path) -> Settings:
-    redis.Redis.from_url(REDIS_URL).flushdb()
-    s = Settings(data_dir=tmp_path / "data", database_url=database_url, redis_url=REDIS_URL,
-                 model_roots=[tmp_path / "models"], lease_seconds=5)
-    (tmp_path / "models").mkdir()
-    upgrade(s.sqlalchemy_url)
-    return s
+    return worker_settings(database_url, tmp_path, REDIS_URL)
 
 
 @pytest.fixture
