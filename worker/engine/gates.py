@@ -9,7 +9,8 @@ the figure's bootstrap interval is flagged `within_noise`: the examples cannot t
 from __future__ import annotations
 
 from .bootstrap import straddles
-from .recipe import Gates, Recipe, TaskGate
+from .recipe import Recipe
+from .recipe_judge import Gates, TaskGate
 
 # a figure equal to its threshold passes; float noise in the last digits must not fail it
 TOLERANCE = 1e-9
