@@ -33,6 +33,7 @@ def compress(out: Path) -> dict:
     recipe = {"teacher": {"source": "bundled"}, "task": "feature-extraction",
               "data": {"eval": {"held_out": str(ROOT / "examples/data/heldout.jsonl")}},
               "stages": [{"kind": "quantize", "method": "int8-dynamic"}]}
+    out.parent.mkdir(parents=True, exist_ok=True)
     path = out.with_suffix(".json")
     path.write_text(json.dumps(recipe))
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
