@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import os
 import re
 import subprocess
 import sys
@@ -34,6 +35,7 @@ from worker.engine.candidate import Candidate
 from worker.engine.context import RunContext
 from worker.engine.data import load_dataset
 from worker.engine.evaluate import Evaluator
+from worker.engine.hardware import describe
 from worker.engine.recipe import EvaluateConfig
 from worker.engine.references import bundled_model_dir
 from worker.engine.tasks import get_task
@@ -178,6 +180,9 @@ def main(argv: list[str] | None = None) -> int:
                       f"{ci and f'[{ci[0]:.3f}, {ci[1]:.3f}]'}  hand {hand[who][metric]:.4f}  gap {gap:.2e}")
         drop = rows["int8"][name]
         print(f"{name}: int8 drop {drop['drop']:+.4f} {drop.get('drop_interval')} (probe accuracy points)")
+    cpu = describe(torch.device("cpu"))
+    print(f"machine: {cpu['cpu_model']}, {cpu['logical_cpus']} CPUs, matrix {cpu['matrix'] or 'none'}; "
+          f"load average now {os.getloadavg()[0]:.2f} (hand-written and engine timed task by task, alternately)")
     print(f"largest gap to the hand-written script: {worst:.2e} (goal <= 0.002)")
     print(f"evaluation time: engine {engine_s:.1f} s, hand-written {hand_s:.1f} s, ratio {engine_s / hand_s:.2f} "
           "(goal <= 1.10)")

@@ -21,6 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # the repository root
+
+from worker.engine.hardware import describe
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -59,7 +65,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     out = args.out or Path(tempfile.mkdtemp(prefix="latency-noise-"))
-    print(f"machine: {os.cpu_count()} cores; load average before the first run {os.getloadavg()[0]:.2f}")
+    cpu = describe(torch.device("cpu"))
+    print(f"machine: {cpu['cpu_model']}, {cpu['logical_cpus']} CPUs, matrix {cpu['matrix'] or 'none'}; "
+          f"load average before the first run {os.getloadavg()[0]:.2f}")
     quiet = figures(compress(out / "quiet"))
     procs = [multiprocessing.Process(target=burn, daemon=True) for _ in range(args.burners)]
     for p in procs:
